@@ -1,0 +1,36 @@
+"""Train one fold of a recipe:  python train.py recipe=teacher_fold0 [key=value ...]
+
+Examples:
+    python train.py recipe=teacher_fold0
+    python train.py recipe=unet_effnet fold=3 epochs=12
+    python train.py recipe=teacher_fold0 data=../shared/datasets/dsmlr-carparts epochs=1
+Run it again after an interruption: it resumes after the last finished epoch.
+"""
+
+import os
+import sys
+
+os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+
+from workbench import config  # noqa: E402
+from workbench.cli import fail_cleanly  # noqa: E402
+
+
+@fail_cleanly
+def main(argv: list[str]) -> int:
+    from workbench.data import load_dataset
+    from workbench.folds import split_for
+    from workbench.training import console, fit
+
+    cfg = config.resolve(argv)
+    console.rule(f"recipe {cfg['recipe'] or '(defaults)'}")
+    console.print(config.dump(cfg), highlight=False)
+    ds = load_dataset(cfg["data"], cfg["image_size"])
+    train_idx, val_idx, folds_file = split_for(cfg, ds)
+    console.print(f"{len(ds)} images, {ds.schema.num_classes} classes, folds from {folds_file}")
+    fit(cfg, ds, train_idx, val_idx, meta_extra={"folds_file": str(folds_file)})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

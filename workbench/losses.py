@@ -1,0 +1,51 @@
+"""Segmentation and distillation losses (smp's Dice and BCE, torch's cross-entropy and KL).
+
+- ``ce_dice`` (default): cross-entropy keeps per-pixel probabilities calibrated, which ensembling and
+  distillation average; soft Dice optimises region overlap directly and is insensitive to class
+  frequency, so thin or small parts (handles, lights, mirrors) are not drowned by background.
+- ``bce_dice``: per-class sigmoid BCE + multilabel Dice, the H2O Hydrogen Torch seed's loss.
+- distillation: temperature-scaled KL to the teachers' soft labels plus the hard-label loss.
+"""
+
+from __future__ import annotations
+
+import segmentation_models_pytorch as smp
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class SegLoss(nn.Module):
+    def __init__(self, kind: str = "ce_dice", num_classes: int = 2, dice_weight: float = 1.0):
+        super().__init__()
+        self.kind, self.num_classes, self.dice_weight = kind, num_classes, dice_weight
+        if kind == "bce_dice":
+            self.bce = smp.losses.SoftBCEWithLogitsLoss()
+            self.dice = smp.losses.DiceLoss("multilabel", from_logits=True)
+        else:
+            self.dice = smp.losses.DiceLoss("multiclass", from_logits=True)
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        logits = logits.float()
+        if self.kind == "bce_dice":
+            onehot = F.one_hot(target, self.num_classes).permute(0, 3, 1, 2).float()
+            return self.bce(logits, onehot) + self.dice_weight * self.dice(logits, onehot)
+        loss = F.cross_entropy(logits, target)
+        if self.kind == "ce_dice":
+            loss = loss + self.dice_weight * self.dice(logits, target)
+        return loss
+
+
+def kd_loss(student_logits: torch.Tensor, teacher_probs: torch.Tensor, temperature: float) -> torch.Tensor:
+    """T^2 * KL(teacher_T || student_T), averaged over pixels that have a soft label.
+
+    ``teacher_probs`` are the ensemble's probabilities (N, C, H, W) at T=1; the tempered teacher is
+    softmax(log p / T). Pixels whose soft label is all zero (padding from spatial augmentation) are
+    excluded. The T^2 factor keeps gradient magnitudes comparable across temperatures (Hinton et al.)."""
+    valid = teacher_probs.sum(1) > 0.5
+    if not valid.any():
+        return student_logits.sum() * 0.0
+    log_t = F.log_softmax(torch.log(teacher_probs.float().clamp_min(1e-6)) / temperature, 1)
+    log_s = F.log_softmax(student_logits.float() / temperature, 1)
+    kl = (log_t.exp() * (log_t - log_s)).sum(1)
+    return kl[valid].mean() * temperature**2

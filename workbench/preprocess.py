@@ -1,0 +1,41 @@
+"""From uint8 RGB images to model input tensors, identical in training, distillation and inference.
+
+Images are squashed (not letterboxed) to the model's square input size: the DSMLR training photos
+were themselves squashed to 512x512, so squashing at inference shows the model the same geometry.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import torch
+
+NORMALIZATIONS = {
+    # (mean, std) applied to RGB / 255
+    "imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+    "unit": ((0.0, 0.0, 0.0), (1.0, 1.0, 1.0)),  # plain x / 255, as in the H2O seed
+}
+
+
+def normalization_meta(name: str) -> dict:
+    if name not in NORMALIZATIONS:
+        raise ValueError(f"unknown normalization {name!r}; choose from {sorted(NORMALIZATIONS)}")
+    mean, std = NORMALIZATIONS[name]
+    return {"name": name, "mean": list(mean), "std": list(std)}
+
+
+def resize_image(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Resize an (H, W, 3) uint8 RGB image to ``size`` = (height, width); area filter when shrinking."""
+    h, w = size
+    if image.shape[:2] == (h, w):
+        return image
+    shrink = image.shape[0] > h or image.shape[1] > w
+    return cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+
+
+def to_tensor(images: np.ndarray | torch.Tensor, normalization: dict, device=None) -> torch.Tensor:
+    """(N, H, W, 3) uint8 RGB -> (N, 3, H, W) float32 normalised, channels_last memory format."""
+    x = torch.as_tensor(images, device=device).permute(0, 3, 1, 2).float().div_(255.0)
+    mean = torch.tensor(normalization["mean"], device=x.device).view(1, 3, 1, 1)
+    std = torch.tensor(normalization["std"], device=x.device).view(1, 3, 1, 1)
+    return ((x - mean) / std).contiguous(memory_format=torch.channels_last)
