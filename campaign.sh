@@ -3,7 +3,8 @@
 # family, the H2O seed baseline, then distillation with the student's own cross-validation.
 # Every step resumes where it stopped: rerun this script after an interruption.
 set -euo pipefail
-export HF_HUB_OFFLINE=1 NO_ALBUMENTATIONS_UPDATE=1
+# PASSIVE: OpenMP threads sleep instead of spinning when the 2 cores are shared with other work.
+export HF_HUB_OFFLINE=1 NO_ALBUMENTATIONS_UPDATE=1 OMP_WAIT_POLICY=PASSIVE
 PY=${PY:-python}
 mkdir -p runs/logs
 for fold in 0 1 2; do

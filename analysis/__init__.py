@@ -1,0 +1,10 @@
+"""Report scripts that tell an engineer where a segmentation model fails and what to try next.
+
+    python -m analysis.report    --pred DIR --gt DIR --images DIR --out report/
+    python -m analysis.report    --oof runs/NAME --data DATASET --out report/
+    python -m analysis.compare   --a DIR --b DIR --gt DIR --images DIR --out report_cmp/ --names "TTA on" "TTA off"
+    python -m analysis.error_map --image X.jpg --gt X.png --pred X.png --out panel.png
+
+The logic lives in the library (workbench.errors, .visualize, .charts, .sources, .evaluation,
+.reporting); these scripts only parse arguments.
+"""

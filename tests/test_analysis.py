@@ -1,0 +1,333 @@
+"""Analysis reports: error kinds, metrics, flip consistency, HTML report, comparison, panels and a
+headless-browser look at the rendered page. Everything runs on tiny synthetic data in tmp_path."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+from html.parser import HTMLParser
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from workbench import errors as E  # noqa: E402
+from workbench import visualize as V  # noqa: E402
+from workbench.evaluation import FlipCounts, evaluate, flip_consistency, unflip_labels  # noqa: E402
+from workbench.metrics import confusion_matrix, iou_per_class, mean_iou  # noqa: E402
+from workbench.oof import save_oof, to_uint8  # noqa: E402
+from workbench.schema import ClassSchema  # noqa: E402
+from workbench.sources import FolderSource, OOFSource, probs_to_labels  # noqa: E402
+
+# background, a left/right pair, their front/back counterparts (orientation pairs too), one single class
+SCHEMA = ClassSchema(
+    names=("background", "front_left_door", "front_right_door", "back_left_door", "back_right_door", "hood"),
+    values=(0, 10, 20, 30, 40, 50),
+    hflip_pairs=(("front_left_door", "front_right_door"), ("back_left_door", "back_right_door")),
+)
+BG, FL, FR, BL, BR, HOOD = range(6)
+CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None)
+
+
+# ----------------------------------------------------------------------------------------- error kinds
+
+def test_error_kinds_each_case():
+    #          correct bg, correct part, missed, false part, confusion, left/right, front/back, ignored
+    gt = np.array([[BG, HOOD, FL, BG, HOOD, FL, FL, 255]], dtype=np.uint8)
+    pred = np.array([[BG, HOOD, BG, HOOD, FL, FR, BL, HOOD]], dtype=np.uint8)
+    kinds = E.classify_errors(gt, pred, SCHEMA)
+    assert kinds.tolist() == [[E.CORRECT, E.CORRECT, E.MISSED, E.FALSE_PART, E.CONFUSION, E.ORIENTATION,
+                               E.ORIENTATION, E.IGNORED]]
+    # orientation is symmetric and covers both flip pairs and front/back pairs
+    table = E.orientation_table(SCHEMA)
+    assert table[FL, FR] and table[FR, FL] and table[FL, BL] and table[BR, FR]
+    assert not table[FL, BR] and not table[FL, HOOD]
+
+
+def test_boundary_band_and_region_split():
+    gt = np.zeros((20, 20), dtype=np.uint8)
+    gt[5:15, 5:15] = HOOD
+    band = E.boundary_band(gt, 1)
+    assert band[5, 10] and band[4, 10] and band[6, 10] and not band[10, 10] and not band[0, 0]
+    pred = gt.copy()
+    pred[4, 5:15] = HOOD       # false part on the edge
+    pred[10, 10] = FL          # confusion in the interior
+    rc = E.region_counts(E.classify_errors(gt, pred, SCHEMA), gt, 1)
+    assert rc.boundary[E.FALSE_PART] == 10 and rc.interior[E.CONFUSION] == 1
+    assert rc.boundary_error_share == pytest.approx(10 / 11)
+
+
+# ------------------------------------------------------------------------------------------- metrics
+
+def _write_pair(root: Path, stem: str, gt_idx: np.ndarray, pred_idx: np.ndarray, schema=SCHEMA):
+    lut = schema.index_to_value
+    (root / "masks").mkdir(parents=True, exist_ok=True)
+    (root / "pred").mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(root / "masks" / f"{stem}.png"), lut[gt_idx])
+    cv2.imwrite(str(root / "pred" / f"{stem}.png"), lut[pred_idx])
+
+
+def test_confusion_and_iou_against_hand_computed(tmp_path):
+    gt = np.array([[0, 0, 1], [1, 2, 2]])
+    pred = np.array([[0, 1, 1], [1, 2, 0]])
+    cm = confusion_matrix(gt, pred, 3)
+    assert cm.tolist() == [[1, 1, 0], [0, 2, 0], [1, 0, 1]]
+    assert iou_per_class(cm) == pytest.approx([1 / 3, 2 / 3, 1 / 2])
+    assert mean_iou(cm) == pytest.approx(0.5)
+    # the same pair through a predictions folder (class values on disk) and the evaluation pass
+    schema = ClassSchema(("background", "hood", "wheel"), (0, 7, 9))
+    _write_pair(tmp_path, "a", gt.astype(np.uint8), pred.astype(np.uint8), schema)
+    ev = evaluate(FolderSource(tmp_path / "pred", tmp_path / "masks", None, schema))
+    assert ev.cm.tolist() == cm.tolist()
+    assert ev.miou == pytest.approx(0.5) and ev.images[0].miou == pytest.approx(0.5)
+    assert ev.pixel_acc == pytest.approx(4 / 6)
+    # kinds: 1 false part (gt bg -> hood), 1 missed (wheel -> bg), none else
+    assert ev.kind_totals()[[E.MISSED, E.FALSE_PART, E.CONFUSION]].tolist() == [1, 1, 0]
+
+
+def test_prediction_values_outside_schema_are_an_error(tmp_path):
+    gt = np.zeros((4, 4), dtype=np.uint8)
+    _write_pair(tmp_path, "a", gt, gt)
+    cv2.imwrite(str(tmp_path / "pred" / "a.png"), np.full((4, 4), 99, np.uint8))
+    with pytest.raises(ValueError, match="99"):
+        evaluate(FolderSource(tmp_path / "pred", tmp_path / "masks", None, SCHEMA))
+
+
+# ---------------------------------------------------------------------------------- flip consistency
+
+def _bright_halves_model(equivariant: bool):
+    """Bright pixels are doors: left door in the image's left half, right door in the right half
+    (flip-equivariant up to the pair permutation) - or always the left door (not equivariant)."""
+    def fn(image: np.ndarray) -> np.ndarray:
+        h, w = image.shape[:2]
+        bright = image.mean(-1) > 127
+        labels = np.full((h, w), BG)
+        labels[bright] = FL
+        if equivariant:
+            right = np.zeros((h, w), bool)
+            right[:, w // 2:] = True
+            labels[bright & right] = FR
+        return np.eye(SCHEMA.num_classes, dtype=np.float32)[labels].transpose(2, 0, 1)
+    return fn
+
+
+def test_flip_consistency_synthetic_models():
+    rng = np.random.default_rng(0)
+    images = [(rng.random((16, 24, 3)) * 255).astype(np.uint8) for _ in range(3)]
+    perm = SCHEMA.flip_permutation
+    assert flip_consistency(_bright_halves_model(True), images, perm) == pytest.approx(1.0)
+    counts = FlipCounts()
+    score = flip_consistency(_bright_halves_model(False), images, perm, background=BG, counts=counts,
+                             orientation=E.orientation_table(SCHEMA))
+    assert score < 0.8
+    assert counts.part_score == pytest.approx(0.0)          # every door pixel disagrees ...
+    assert counts.orientation_share == pytest.approx(1.0)   # ... as a left/right swap
+    # label un-flipping matches the probability version (tta.unflip_probs)
+    import torch
+
+    from workbench.tta import unflip_probs
+    probs = torch.rand(1, SCHEMA.num_classes, 5, 7)
+    assert (unflip_labels(probs[0].argmax(0).numpy(), perm) == unflip_probs(probs, perm)[0].argmax(0).numpy()).all()
+
+
+# ------------------------------------------------------------------------------ synthetic dataset
+
+def _car(h=32, w=32, shift=0, seed=0):
+    """A photo-ish image and its mask: a 'car' box split into front/back doors, a hood strip."""
+    rng = np.random.default_rng(seed)
+    img = (rng.random((h, w, 3)) * 60 + 40).astype(np.uint8)
+    mask = np.zeros((h, w), np.uint8)
+    x0, x1 = 4 + shift, 28 + shift
+    mask[10:24, x0:(x0 + x1) // 2] = FL
+    mask[10:24, (x0 + x1) // 2:x1] = BL
+    mask[6:10, x0:x1] = HOOD
+    colours = np.array([[0, 0, 0], [200, 60, 60], [60, 200, 60], [60, 60, 200], [200, 200, 60], [220, 220, 220]])
+    img[mask > 0] = colours[mask[mask > 0]]
+    return img, mask
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    """data/ (images, masks, classes.json), two prediction folders and a 2-fold OOF run."""
+    root = tmp_path_factory.mktemp("analysis")
+    data = root / "data"
+    for d in ("images", "masks"):
+        (data / d).mkdir(parents=True)
+    (data / "classes.json").write_text(json.dumps(SCHEMA.to_dict()))
+    pa, pb = root / "pred_a", root / "pred_b"
+    pa.mkdir(), pb.mkdir()
+    lut = SCHEMA.index_to_value
+    stems = [f"car{i}" for i in range(4)]
+    preds = {}
+    for i, stem in enumerate(stems):
+        img, mask = _car(shift=i - 2, seed=i)
+        cv2.imwrite(str(data / "images" / f"{stem}.jpg"), cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
+        cv2.imwrite(str(data / "masks" / f"{stem}.png"), lut[mask])
+        a = mask.copy()
+        a[mask == FL] = FR                           # orientation swap
+        a[20:24][a[20:24] > 0] = BG                  # missed part
+        b = mask.copy()
+        if i % 2:
+            b[mask == HOOD] = FL                     # part confusion
+        b[2:4, 2:12] = HOOD                          # false part
+        cv2.imwrite(str(pa / f"{stem}.png"), lut[a])
+        cv2.imwrite(str(pb / f"{stem}.png"), lut[b])
+        preds[stem] = (mask, a)
+    # OOF run at S=16: probabilities of prediction A (plain) and of the GT (mirror)
+    C, S = SCHEMA.num_classes, 16
+    for fold in (0, 1):
+        fs = stems[fold::2]
+        plain = np.stack([np.eye(C, dtype=np.float32)[cv2.resize(preds[s][1], (S, S), interpolation=cv2.INTER_NEAREST)]
+                          .transpose(2, 0, 1) for s in fs])
+        mirror = np.stack([np.eye(C, dtype=np.float32)[cv2.resize(preds[s][0], (S, S), interpolation=cv2.INTER_NEAREST)]
+                           .transpose(2, 0, 1) for s in fs])
+        save_oof(root / "runs" / "toy" / f"fold{fold}", fs, SCHEMA, S, fold, to_uint8(plain), to_uint8(mirror))
+    return {"root": root, "data": data, "pred_a": pa, "pred_b": pb, "run": root / "runs" / "toy", "stems": stems}
+
+
+class _Links(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.links: list[str] = []
+
+    def handle_starttag(self, tag, attrs):
+        for k, v in attrs:
+            if (tag == "img" and k == "src") or (tag == "a" and k == "href"):
+                self.links.append(v)
+
+
+def _check_links(html_file: Path) -> list[str]:
+    from urllib.parse import unquote
+    p = _Links()
+    p.feed(html_file.read_text())
+    local = [ln for ln in p.links if not ln.startswith(("#", "http:", "https:", "data:"))]
+    missing = [ln for ln in local if not (html_file.parent / unquote(ln)).is_file()]
+    assert not missing, f"{html_file} references missing files: {missing}"
+    return local
+
+
+def test_oof_source_upsamples_and_reads_mirror(dataset):
+    src = OOFSource(dataset["run"], dataset["data"], tta=False)
+    assert src.stems == dataset["stems"] and len(src.fold_dirs) == 2
+    item = src.get("car0")
+    assert item.pred.shape == item.gt.shape == (32, 32) and item.image.shape == (32, 32, 3)
+    pred_a = SCHEMA.value_to_index[cv2.imread(str(dataset["pred_a"] / "car0.png"), cv2.IMREAD_UNCHANGED)]
+    assert (item.pred == pred_a).mean() > 0.9   # prediction A, upsampled from 16 px back to 32 px
+    assert (item.pred_flip == item.gt).mean() > 0.9
+    ev = evaluate(src)
+    assert ev.flip is not None and 0.5 < ev.flip.score < 1.0 and ev.flip.orientation_swaps > 0
+    assert probs_to_labels(np.eye(3, dtype=np.float32)[np.zeros((4, 4), int)].transpose(2, 0, 1), (8, 8)).shape == (8, 8)
+
+
+# ------------------------------------------------------------------------------------- CLI + reports
+
+def test_report_cli_writes_linked_html(dataset, tmp_path):
+    from analysis import report
+    out = tmp_path / "rep"
+    d = dataset["data"]
+    assert report.main(["--pred", str(dataset["pred_a"]), "--gt", str(d / "masks"), "--images", str(d / "images"),
+                        "--out", str(out), "--worst", "3", "--tile", "128", "--all-panels"]) == 0
+    links = _check_links(out / "report.html")
+    assert {"img/iou.png", "img/confusion.png", "img/errors.png"} <= set(links)
+    assert sum(ln.startswith("panels/worst") for ln in links) >= 3
+    assert len(list((out / "panels" / "all").glob("*.png"))) == 4
+    md = (out / "report.md").read_text()
+    for ln in re.findall(r"\]\(([^)]+\.png)\)", md):
+        assert (out / ln).is_file(), ln
+    summary = json.loads((out / "summary.json").read_text())
+    # the schema came from the masks folder's parent: the orientation swap is recognised
+    assert summary["error_share_of_errors"]["orientation swap"] > 0.3
+    assert "Orientation" in (out / "report.html").read_text()
+
+
+def test_report_cli_on_oof_run(dataset, tmp_path):
+    from analysis import report
+    out = tmp_path / "rep_oof"
+    assert report.main(["--oof", str(dataset["run"]), "--data", str(dataset["data"]), "--out", str(out),
+                        "--worst", "2", "--tile", "96", "--folds", "0", "1"]) == 0
+    _check_links(out / "report.html")
+    s = json.loads((out / "summary.json").read_text())
+    assert s["images"] == 4 and 0 < s["flip_consistency"] < 1
+
+
+def test_compare_cli_and_bad_input(dataset, tmp_path, capsys):
+    from analysis import compare
+    out = tmp_path / "cmp"
+    d = dataset["data"]
+    assert compare.main(["--a", str(dataset["pred_a"]), "--b", str(dataset["pred_b"]), "--gt", str(d / "masks"),
+                         "--images", str(d / "images"), "--out", str(out), "--names", "TTA on", "TTA off",
+                         "-k", "2", "--worst", "2", "--tile", "96"]) == 0
+    links = _check_links(out / "report.html")
+    assert any(ln.startswith("panels/improve") for ln in links)
+    _check_links(out / "TTA_on" / "report.html")
+    s = json.loads((out / "summary.json").read_text())
+    assert s["names"] == ["TTA on", "TTA off"] and s["per_class_delta"]["front_left_door"] > 0.5
+    # an expected problem is one clear line and exit code 2, no traceback
+    assert compare.main(["--a", str(tmp_path / "nope"), "--b", str(dataset["pred_b"]), "--gt", str(d / "masks"),
+                         "--out", str(out)]) == 2
+    assert "no such folder" in capsys.readouterr().err
+
+
+def test_error_map_single_panel_and_help(dataset, tmp_path, capsys):
+    from analysis import compare, error_map, report
+    d = dataset["data"]
+    out = tmp_path / "panel.png"
+    assert error_map.main(["--image", str(d / "images/car1.jpg"), "--gt", str(d / "masks/car1.png"),
+                           "--pred", str(dataset["pred_b"] / "car1.png"), "--out", str(out), "--tile", "200"]) == 0
+    panel = cv2.imread(str(out))
+    assert panel.shape[1] == 4 * 200 + 3 * 8 + 24 and panel.shape[0] > 200
+    for mod in (report, compare, error_map):
+        with pytest.raises(SystemExit) as exc:
+            mod.main(["--help"])
+        assert exc.value.code == 0
+    assert "--oof" in capsys.readouterr().out
+
+
+def test_palette_distinct_and_pairs_related():
+    from workbench.schema import load_schema
+    for schema in (SCHEMA, load_schema(Path("/nonexistent"))):
+        pal = V.class_palette(schema)
+        assert len({tuple(c) for c in pal}) == schema.num_classes
+    pal = V.class_palette(SCHEMA).astype(int)
+    # a left/right pair shares a hue family: closer to each other than to any other part
+    d_pair = np.abs(pal[FL] - pal[FR]).sum()
+    assert pal[FL].sum() > pal[FR].sum()  # left light, right deep
+    assert d_pair < 400
+
+
+# --------------------------------------------------------------------------------------- browser
+
+@pytest.mark.skipif(CHROMIUM is None, reason="chromium not installed (apt-get install -y chromium); "
+                                             "the headless-browser check of the HTML report is skipped")
+def test_report_renders_in_headless_chromium(dataset, tmp_path):
+    from analysis import report
+    out = tmp_path / "rep_browser"
+    d = dataset["data"]
+    assert report.main(["--pred", str(dataset["pred_a"]), "--data", str(d), "--out", str(out),
+                        "--worst", "2", "--tile", "160"]) == 0
+    shot = tmp_path / "shot.png"
+    cmd = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+           "--disable-background-networking", "--disable-component-update", "--disable-sync",
+           "--hide-scrollbars", f"--user-data-dir={tmp_path / 'chromium-profile'}", f"--screenshot={shot}",
+           "--window-size=1200,2000", (out / "report.html").resolve().as_uri()]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=90)
+    assert shot.is_file(), f"no screenshot; chromium said:\n{proc.stderr[-2000:]}"
+    img = cv2.imread(str(shot))
+    assert img is not None and img.shape[:2] == (2000, 1200)
+    # below the header: many colours and a good deal of saturated pixels, which only the charts
+    # (class-coloured bars, confusion matrix) bring - a page whose images failed to load has text,
+    # tables and swatches only (about 3k saturated pixels here, against 50k with its charts)
+    body = img[300:2000]
+    colours = np.unique(body.reshape(-1, 3) // 8, axis=0)
+    non_white = (body.min(-1) < 235).mean()
+    hsv = cv2.cvtColor(body, cv2.COLOR_BGR2HSV)
+    saturated = int(((hsv[..., 1] > 100) & (hsv[..., 2] > 60)).sum())
+    assert len(colours) > 150, f"only {len(colours)} distinct colours: page looks blank"
+    assert non_white > 0.05, f"only {non_white:.1%} non-white pixels"
+    assert saturated > 15000, f"only {saturated} saturated pixels: charts not rendered?"

@@ -1,0 +1,126 @@
+"""Connected-component cleanup and full-size upsampling + argmax."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from workbench.postprocess import cleanup, min_area_by_index, suppress_small_components, upsample_argmax
+from workbench.predictor import Predictor
+from workbench.schema import DEFAULT_SCHEMA
+
+
+def blob_probs(size=20, num_classes=4):
+    """Class 0 everywhere; a 2x2 blob of class 1 whose runner-up is class 2 (not background)."""
+    probs = np.full((num_classes, size, size), 0.1 / (num_classes - 1), np.float32)
+    probs[0] = 0.9
+    probs[:, 5:7, 5:7] = 0.0
+    probs[1, 5:7, 5:7] = 0.5
+    probs[2, 5:7, 5:7] = 0.3
+    probs[0, 5:7, 5:7] = 0.2
+    return probs
+
+
+def test_small_component_goes_to_runner_up_class():
+    probs = blob_probs()
+    assert (probs.argmax(0) == 1).sum() == 4
+    labels = cleanup(probs, {1: 5 / 400})  # 4 pixels < 5 -> dropped
+    assert (labels == 1).sum() == 0
+    assert (labels[5:7, 5:7] == 2).all()  # runner-up, not background
+    assert (labels == 0).sum() == 400 - 4
+
+
+def test_component_at_threshold_and_unlisted_classes_are_kept():
+    probs = blob_probs()
+    assert (cleanup(probs, {1: 4 / 400}) == 1).sum() == 4  # not smaller than 4 pixels
+    assert (cleanup(probs, {2: 0.5}) == 1).sum() == 4      # class 1 has no threshold
+    assert (cleanup(probs, {}) == probs.argmax(0)).all()
+
+
+def test_pixels_touching_diagonally_form_one_component():
+    probs = blob_probs()
+    probs[1, 7, 7], probs[0, 7, 7] = 0.95, 0.05  # diagonal neighbour of the blob: 5 pixels, 8-connected
+    assert (cleanup(probs, {1: 5 / 400}) == 1).sum() == 5
+    assert (cleanup(probs, {1: 5 / 400}, connectivity=4) == 1).sum() == 0
+
+
+def test_runner_up_speckle_is_cleaned_too():
+    """A left-mirror speckle whose runner-up is the right mirror must not stay as a right-mirror speckle."""
+    probs = blob_probs()
+    labels = cleanup(probs, {1: 5 / 400, 2: 5 / 400})
+    assert (labels[5:7, 5:7] == 0).all()  # third choice: background
+
+
+def test_large_region_of_runner_up_absorbs_pixels():
+    probs = blob_probs()
+    probs[:, 5:7, 7:12] = 0.0
+    probs[2, 5:7, 7:12] = 1.0  # a big class-2 region right next to the blob
+    labels = cleanup(probs, {1: 5 / 400, 2: 5 / 400})
+    assert (labels[5:7, 5:12] == 2).all()
+
+
+def test_cleanup_accepts_uint8_and_tensors():
+    probs = blob_probs()
+    expected = cleanup(probs, {1: 5 / 400})
+    assert (cleanup(np.rint(probs * 255).astype(np.uint8), {1: 5 / 400}) == expected).all()
+    assert (cleanup(torch.from_numpy(probs), {1: 5 / 400}) == expected).all()
+    with pytest.raises(ValueError):
+        cleanup(probs[0], {1: 0.1})
+
+
+def test_min_area_by_index_from_metadata():
+    names = DEFAULT_SCHEMA.names
+    meta = {"enabled": True, "min_area": {"door_handle": 0.001, "rear_fender": 0.01, "front_door": 0}}
+    assert min_area_by_index(meta, DEFAULT_SCHEMA) == {names.index("door_handle"): 0.001,
+                                                       names.index("rear_fender"): 0.01}
+    assert min_area_by_index({**meta, "enabled": False}, DEFAULT_SCHEMA) == {}
+    assert min_area_by_index(None, DEFAULT_SCHEMA) == {}
+    with pytest.raises(ValueError, match="not in the schema"):
+        min_area_by_index({"enabled": True, "min_area": {"spoiler": 0.1}}, DEFAULT_SCHEMA)
+    with pytest.raises(ValueError, match="fraction"):
+        min_area_by_index({"enabled": True, "min_area": {"door_handle": 5}}, DEFAULT_SCHEMA)
+
+
+def test_predictor_reads_thresholds_from_the_model_file(tmp_path, tiny_model, model_file):
+    handle = DEFAULT_SCHEMA.names.index("door_handle")
+    assert Predictor(tiny_model).min_area == {handle: 0.001}
+    assert Predictor(tiny_model, cleanup=False).min_area == {}
+    assert Predictor(model_file(tmp_path / "plain.safetensors", input_size=32)).min_area == {}  # no "cleanup" key
+
+
+def smooth_probs(num_classes, h, w, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    logits = F.interpolate(torch.randn(1, num_classes, 4, 5, generator=g) * 4, size=(h, w), mode="bilinear")
+    return logits.softmax(1)[0].numpy()
+
+
+@pytest.mark.parametrize("low,size", [((16, 16), (61, 47)), ((16, 12), (16, 12)), ((16, 16), (7, 9)),
+                                      ((16, 16), (1, 1)), ((8, 8), (200, 3))])
+def test_upsample_argmax_matches_full_interpolation(low, size):
+    probs = smooth_probs(6, *low)
+    expected = F.interpolate(torch.from_numpy(probs)[None], size=size, mode="bilinear",
+                             align_corners=False)[0].argmax(0).numpy()
+    for strip in (1 << 21, 50):  # one strip, and strips of a few rows
+        got = upsample_argmax(probs, size, max_strip_pixels=strip)
+        assert got.dtype == np.uint8 and got.shape == size
+        assert (got == expected).mean() > 0.999  # float rounding may flip an exact tie
+
+
+def test_suppressed_probabilities_carry_the_cleanup():
+    """What the predictor upsamples: probabilities whose argmax is the cleaned label map."""
+    probs = smooth_probs(6, 40, 30, seed=3)
+    min_area = {c: 0.05 for c in range(6)}
+    cleaned = cleanup(probs, min_area)
+    assert not (cleaned == probs.argmax(0)).all()  # the case really exercises the cleanup
+    suppressed = suppress_small_components(probs, min_area)
+    assert (suppressed.argmax(0) == cleaned).all()
+    np.testing.assert_allclose(suppressed.sum(0), 1.0, atol=1e-5)
+    same = cleaned == probs.argmax(0)
+    assert (suppressed[:, same] == probs[:, same]).all()
+    # upsampled, the dropped components do not come back
+    big = upsample_argmax(suppressed, (400, 300))
+    for c in range(6):
+        if not (cleaned == c).any():
+            assert not (big == c).any()

@@ -1,0 +1,98 @@
+"""Dataset validation: one clear report naming every bad file, one test per kind of problem."""
+
+import cv2
+import numpy as np
+import pytest
+
+from workbench.data import DatasetError, load_dataset
+from workbench.folds import get_folds, make_folds
+
+
+def problems_of(path):
+    with pytest.raises(DatasetError) as err:
+        load_dataset(path, 32)
+    return err.value.problems, str(err.value)
+
+
+def test_valid_tiny_dataset_loads(tiny_data):
+    ds = load_dataset(tiny_data, 32)
+    assert ds.images.shape == (12, 32, 32, 3) and ds.masks.shape == (12, 32, 32)
+    assert ds.full_masks[0].shape == (48, 56) and ds.masks.max() <= 4
+
+
+def test_image_without_mask(tiny_data):
+    (tiny_data / "masks" / "img03.png").unlink()
+    problems, text = problems_of(tiny_data)
+    assert any("img03.jpg" in p and "without mask" in p for p in problems)
+
+
+def test_mask_without_image(tiny_data):
+    (tiny_data / "images" / "img04.jpg").unlink()
+    problems, _ = problems_of(tiny_data)
+    assert any("img04.png" in p and "mask without image" in p for p in problems)
+
+
+def test_size_mismatch(tiny_data):
+    cv2.imwrite(str(tiny_data / "masks" / "img05.png"), np.zeros((10, 10), np.uint8))
+    problems, _ = problems_of(tiny_data)
+    assert any("img05.png" in p and "differs" in p for p in problems)
+
+
+def test_mask_values_not_in_schema(tiny_data):
+    m = cv2.imread(str(tiny_data / "masks" / "img06.png"), cv2.IMREAD_UNCHANGED)
+    m[0, 0] = 77
+    cv2.imwrite(str(tiny_data / "masks" / "img06.png"), m)
+    problems, _ = problems_of(tiny_data)
+    assert any("img06.png" in p and "77" in p for p in problems)
+
+
+def test_unreadable_image(tiny_data):
+    (tiny_data / "images" / "img07.jpg").write_bytes(b"not a jpeg at all")
+    problems, _ = problems_of(tiny_data)
+    assert any("img07.jpg" in p and "unreadable" in p for p in problems)
+
+
+def test_non_image_file(tiny_data):
+    (tiny_data / "images" / "notes.txt").write_text("hello")
+    (tiny_data / "masks" / "notes.png").write_bytes(cv2.imencode(".png", np.zeros((4, 4), np.uint8))[1])
+    problems, _ = problems_of(tiny_data)
+    assert any("notes.txt" in p and "not an image" in p for p in problems)
+
+
+def test_multichannel_mask(tiny_data):
+    cv2.imwrite(str(tiny_data / "masks" / "img08.png"), np.zeros((48, 56, 3), np.uint8))
+    problems, _ = problems_of(tiny_data)
+    assert any("img08.png" in p and "channels" in p for p in problems)
+
+
+def test_all_problems_reported_together(tiny_data):
+    (tiny_data / "masks" / "img03.png").unlink()
+    cv2.imwrite(str(tiny_data / "masks" / "img08.png"), np.zeros((48, 56, 3), np.uint8))
+    problems, text = problems_of(tiny_data)
+    assert len(problems) == 2 and "2 problem(s)" in text
+
+
+def test_folds_are_deterministic_stratified_and_written_once(tiny_data, tmp_path):
+    ds = load_dataset(tiny_data, 32)
+    a = make_folds(ds.stems, ds.masks, 5, k=3, seed=0)
+    b = make_folds(ds.stems, ds.masks, 5, k=3, seed=0)
+    assert a == b and sorted(set(a.values())) == [0, 1, 2]
+    path = tmp_path / "folds.json"
+    first = get_folds(path, ds.stems, ds.masks, 5, 3, 0)
+    assert path.exists() and get_folds(path, ds.stems, ds.masks, 5, 3, 0) == first
+    with pytest.raises(ValueError, match="another dataset"):
+        get_folds(path, ds.stems[:-1], ds.masks[:-1], 5, 3, 0)
+
+
+def test_dsmlr_folds_spread_every_class(dsmlr):
+    from workbench.schema import load_schema
+    schema = load_schema(dsmlr)
+    stems = sorted(p.stem for p in (dsmlr / "masks").glob("*.png"))
+    masks = [schema.value_to_index[cv2.imread(str(dsmlr / "masks" / f"{s}.png"), cv2.IMREAD_UNCHANGED)[::8, ::8]]
+             for s in stems]
+    folds = make_folds(stems, masks, schema.num_classes, k=5, seed=0)
+    for c in range(schema.num_classes):
+        with_c = {folds[s] for s, m in zip(stems, masks) if (m == c).any()}
+        count = sum((m == c).any() for m in masks)
+        if count >= 5:
+            assert with_c == set(range(5)), f"class {schema.names[c]} missing from a fold"

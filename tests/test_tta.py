@@ -1,0 +1,105 @@
+"""Orientation-aware flip TTA: the permutation comes from the model file's schema and is right."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from workbench.modelfile import ModelFileError
+from workbench.predictor import Predictor
+from workbench.preprocess import to_tensor
+from workbench.schema import DEFAULT_SCHEMA, ClassSchema
+from workbench.tta import predict_probs
+
+# Class order chosen so that the pair is not (1, 2): the permutation must come from the names.
+LR_SCHEMA = ClassSchema(names=("right_mirror", "background", "left_mirror"), values=(10, 0, 20),
+                        hflip_pairs=(("left_mirror", "right_mirror"),))
+
+
+class OrientedModel(torch.nn.Module):
+    """Logits that depend on orientation, and are consistent under a mirror with ``LR_SCHEMA``:
+    channel "left_mirror" = g(x), channel "right_mirror" = mirror of g(mirrored x), where g (a running
+    mean from the left edge) is not mirror-symmetric. So f(flip x) = flip(f(x)) with the two
+    channels swapped, exactly what a perfect car-part model does with left and right parts."""
+
+    def __init__(self, left: int = 2, right: int = 0, background: int = 1):
+        super().__init__()
+        self.left, self.right, self.background = left, right, background
+
+    @staticmethod
+    def g(x: torch.Tensor) -> torch.Tensor:
+        red = x[:, :1]
+        count = torch.arange(1, red.shape[-1] + 1, dtype=red.dtype, device=red.device)
+        return 3.0 * red.cumsum(-1) / count
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = torch.empty(x.shape[0], 3, *x.shape[-2:], dtype=x.dtype, device=x.device)
+        out[:, self.left] = self.g(x)[:, 0]
+        out[:, self.right] = self.g(x.flip(-1)).flip(-1)[:, 0]
+        out[:, self.background] = 0.5 * x[:, 1]  # mirror-equivariant: a per-pixel function
+        return out
+
+
+def test_default_schema_flip_is_identity():
+    assert np.array_equal(DEFAULT_SCHEMA.flip_permutation, np.arange(DEFAULT_SCHEMA.num_classes))
+
+
+def test_dsmlr_flip_swaps_left_and_right(dsmlr_schema):
+    perm = dsmlr_schema.flip_permutation
+    names = dsmlr_schema.names
+    assert np.array_equal(perm[perm], np.arange(len(names)))
+    for i, name in enumerate(names):
+        mirrored = names[perm[i]]
+        if "left" in name:
+            assert mirrored == name.replace("left", "right")
+        elif "right" in name:
+            assert mirrored == name.replace("right", "left")
+        else:
+            assert mirrored == name  # front/back and everything else stay
+
+
+def test_tta_with_schema_permutation_matches_unflipped_output():
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 16, 24)
+    model = OrientedModel()
+    plain = model(x).softmax(1)
+    tta = predict_probs(model, x, LR_SCHEMA.flip_permutation, tta=True)
+    assert torch.allclose(tta, plain, atol=1e-6)
+    wrong = predict_probs(model, x, np.arange(3), tta=True)  # identity: left and right get mixed up
+    assert (wrong - plain).abs().max() > 0.05
+
+
+def test_predictor_takes_the_permutation_from_the_model_file(tmp_path, model_file):
+    path = model_file(tmp_path / "lr.safetensors", LR_SCHEMA, input_size=32)
+    predictor = Predictor(path)
+    assert predictor.hflip and predictor.scales == [1.0]  # defaults when the metadata has no "tta"
+    assert list(predictor.flip_perm) == [2, 1, 0]
+    predictor.model = OrientedModel()
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (2, 32, 32, 3), dtype=np.uint8)
+    probs = predictor.forward(images)
+    with torch.inference_mode():
+        plain = OrientedModel()(to_tensor(images, predictor.normalization)).softmax(1).numpy()
+    np.testing.assert_allclose(probs, plain, atol=1e-6)
+
+    predictor.flip_perm = np.arange(3)  # what a code constant "no pairs" would do
+    assert np.abs(predictor.forward(images) - plain).max() > 0.05
+
+
+def test_predictor_tta_options(tmp_path, model_file):
+    path = model_file(tmp_path / "m.safetensors", input_size=32, tta={"hflip": False, "scales": [1.0, 1.5]})
+    assert not Predictor(path).hflip and Predictor(path).scales == [1.0, 1.5]
+    assert Predictor(path, scales=[0.5, 1.0]).scales == [0.5, 1.0]
+    plain = Predictor(path, tta=False)
+    assert not plain.hflip and plain.scales == [1.0]
+    p = Predictor(path)
+    probs = p.forward(np.zeros((1, 32, 32, 3), np.uint8))
+    assert probs.shape == (1, DEFAULT_SCHEMA.num_classes, 32, 32)
+    np.testing.assert_allclose(probs.sum(1), 1.0, atol=1e-5)
+
+
+@pytest.mark.parametrize("scales", [[0.0], [-1.0], []])
+def test_bad_scales_are_rejected(tiny_model, scales):
+    with pytest.raises(ModelFileError, match="scales"):
+        Predictor(tiny_model, scales=scales)
