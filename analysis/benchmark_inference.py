@@ -138,8 +138,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"model: {described}; CPUs usable: {len(os.sched_getaffinity(0))}, torch threads: "
           f"{torch.get_num_threads()}, device: {'cuda' if torch.cuda.is_available() else 'cpu'}; "
           f"load average {load_before:.1f} before, {load_after:.1f} after ({total:.0f} s)\n")
-    print("| input | images | s/image | images/s | decode | model | upsample+argmax | cleanup | encode+write | target |")
-    print("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    print("| input | images | s/image | images/s | " + " | ".join(STAGES) + " | target |")
+    print("| --- " + "| ---: " * (3 + len(STAGES)) + "| --- |")
     for r in rows:
         target = TARGETS.get(r["name"].replace(f"{width}x{height}", "3000x3264"))
         verdict = f"<= {target} s {'ok' if r['s_per_image'] <= target else 'MISSED'}" if target else ""

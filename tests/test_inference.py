@@ -98,8 +98,9 @@ def test_reduced_jpeg_decoding_reports_the_full_size(tmp_path):
     full = read_image(path)
     reduced = read_image(path, min_size=(64, 64))
     assert full.size == reduced.size == (1000, 600) and full.image.shape == (1000, 600, 3)
-    assert reduced.reduction == 8 and reduced.image.shape == (125, 75, 3)
-    assert read_image(path, min_size=(256, 256)).reduction == 2
+    assert reduced.reduction == 4 and reduced.image.shape == (250, 150, 3)  # never below 2x min_size
+    assert read_image(path, min_size=(128, 128)).reduction == 2
+    assert read_image(path, min_size=(256, 256)).reduction == 1
 
 
 @pytest.mark.parametrize("name,content,reason", [

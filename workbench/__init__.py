@@ -1,5 +1,12 @@
 """carparts workbench: car-part semantic segmentation (teachers, distillation, inference, analysis)."""
 
+import os
+
+# Torch's OpenMP threads spin while waiting; on a small CPU shared with other work (decode threads,
+# a second job) that spinning made training ~3x and inference ~6x slower here. Sleep instead.
+# Takes effect only if workbench is imported before torch, as all our entry points do.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 from . import _compat  # noqa: F401  (must run before anything imports timm / smp / torchvision)
 
 __version__ = "0.1.0"

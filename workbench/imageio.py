@@ -9,8 +9,8 @@ same conversions. That fixes the policy for odd files:
 - grayscale is replicated to three channels, an alpha channel is dropped (not composited),
   16-bit samples are scaled to 8 bits, CMYK is converted to RGB, palettes are expanded.
 - Large JPEGs are decoded at 1/2, 1/4 or 1/8 size in the DCT domain (``IMREAD_REDUCED_COLOR_*``)
-  when the model only needs a much smaller picture; the full size is still reported, so the mask
-  is written at the original resolution.
+  when the model only needs a much smaller picture (see :func:`jpeg_reduction`); the full size is
+  still reported, so the mask is written at the original resolution.
 
 Files OpenCV cannot decode (other formats, CMYK TIFFs, ...) go through Pillow; a file neither can
 decode raises :class:`ImageReadError` with the reason (empty file, truncated data, not an image).
@@ -50,8 +50,8 @@ class DecodedImage:
 def read_image(path: str | Path, min_size: tuple[int, int] | None = None) -> DecodedImage:
     """Decode the image file at ``path`` into RGB uint8 (see the module docstring for the policy).
 
-    ``min_size`` = (height, width) the caller will resize the picture to: a JPEG at least twice that
-    size in both directions is decoded at reduced size, never smaller than ``min_size``.
+    ``min_size`` = (height, width) the caller will resize the picture to: a JPEG at least four times
+    that size in both directions is decoded at reduced size, never below twice ``min_size``.
     Raises :class:`ImageReadError` (or :class:`OSError` if the file cannot be read at all).
     """
     data = Path(path).read_bytes()
@@ -104,9 +104,13 @@ def sniff_format(data: bytes) -> str | None:
 
 
 def jpeg_reduction(size: tuple[int, int], min_size: tuple[int, int]) -> int:
-    """Largest DCT scaling factor (1, 2, 4, 8) that keeps ``size`` >= ``min_size`` in both directions."""
+    """Largest DCT scaling factor (1, 2, 4, 8) that keeps ``size`` at least twice ``min_size`` in both
+    directions, so that the resize to the model input still averages >= 2x2 pixels: the model then
+    sees virtually the same picture as after a full decode (on the DSMLR test images the mean
+    absolute difference of the 256x256 inputs is below 0.5 grey level; without the factor 2 some
+    images differ by up to 4 on average, through chroma and filter differences at edges)."""
     for r in (8, 4, 2):
-        if size[0] // r >= min_size[0] and size[1] // r >= min_size[1]:
+        if size[0] // r >= 2 * min_size[0] and size[1] // r >= 2 * min_size[1]:
             return r
     return 1
 

@@ -88,7 +88,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="inference.py",
         description="Predict car-part segmentation masks (single-channel 8-bit PNG, same stem and size as "
-                    "each input image, pixel values of the model's class schema).")
+                    "each input image, pixel values of the model's class schema).",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="EXIF orientation is applied: masks have the size of the image as displayed.\n"
+               "Only the top level of --input is read unless --recursive (sub-folders are then mirrored\n"
+               "in --output); hidden files are ignored. Unreadable files are reported and skipped.\n"
+               "Exit status: 0 all written, 1 some files failed, 2 nothing done (bad input, output or\n"
+               "weights), 130 interrupted.")
     p.add_argument("--input", required=True, type=Path, help="folder of images (or one image file)")
     p.add_argument("--output", required=True, type=Path, help="folder for the masks; created if missing")
     p.add_argument("--weights", type=Path, default=DEFAULT_WEIGHTS,
