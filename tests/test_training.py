@@ -86,7 +86,7 @@ def test_resume_after_interruption_matches_uninterrupted(tiny_data, tmp_path, mo
 
 def test_resume_refuses_a_different_config(tiny_data, tmp_path):
     run_fit(tiny_overrides(tiny_data, tmp_path / "r", max_steps=1))
-    with pytest.raises(RuntimeError, match="different config"):
+    with pytest.raises(config.ConfigError, match="different config"):
         run_fit(tiny_overrides(tiny_data, tmp_path / "r", max_steps=1, lr=0.5))
 
 

@@ -7,12 +7,11 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from . import config as config_mod
 from .data import load_dataset
-from .distillation import (DistillError, choose_postprocessing, collect_teachers, dataset_digest, gather_oof,
+from .distillation import (DistillError, add_rows, choose_postprocessing, collect_teachers, dataset_digest, gather_oof,
                            make_kd_loss, oof_report, report_markdown, report_table, soft_labels)
 from .folds import split_for
 from .modelfile import load_model, save_model
@@ -51,8 +50,8 @@ def run(argv: list[str], cv: bool = False, runs_dir: Path = Path("runs")) -> int
         runs = [runs_dir / name / f"fold{f}" for f in cfg["teacher_folds"] if (runs_dir / name / f"fold{f}" / "oof.json").exists()]
         if runs:
             baselines[f"{name} (baseline)"] = runs
-    if student_runs or baselines:
-        rows, oofs, _ = oof_report(teachers, ds, student_runs, baselines)
+    add_rows(rows, ds, {"student (--cv)": student_runs} if student_runs else {}, "student")
+    add_rows(rows, ds, baselines, "baseline")
 
     # Post-processing is chosen on the student's own OOF predictions when we have them.
     group = "student (--cv)" if student_runs else "ensemble"

@@ -22,9 +22,9 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
+import cv2
 import numpy as np
 import torch
-import torch.nn.functional as F
 from rich.table import Table
 
 from .data import Dataset
@@ -32,8 +32,8 @@ from .losses import kd_loss
 from .metrics import confusion_matrix, iou_per_class
 from .modelfile import load_model, read_metadata
 from .oof import OOF, has_oof, load_oof
-from .postprocess import cleanup
-from .training import autocast, console, evaluate_probs, predict_set, select_device
+from .postprocess import suppress_small_components
+from .training import console, evaluate_probs, predict_set, select_device
 
 # Candidate minimum component areas, as fractions of the image area (0.01% .. 2%).
 CLEANUP_CANDIDATES = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 2e-2)
@@ -146,18 +146,18 @@ def mix(oofs: OOFSet, weights: dict[str, float], tta: bool, i: int) -> np.ndarra
 def evaluate_mix(oofs: OOFSet, weights: dict[str, float], tta: bool, full_res: bool = True,
                  post=None) -> np.ndarray:
     """Per-class IoU of a weighted mix; at the masks' resolution, or at the OOF resolution (fast).
-    ``post(probs) -> labels`` is an optional post-processing (connected-component cleanup)."""
+    ``post(probs) -> probs`` is an optional post-processing at the OOF resolution, applied before
+    upsampling exactly as :class:`workbench.predictor.Predictor` applies the cleanup."""
     C = next(iter(oofs.plain.values()))[0].shape[0]
     cm = np.zeros((C, C), dtype=np.int64)
     for i in range(len(oofs.stems)):
         p = mix(oofs, weights, tta, i)
-        gt = oofs.full_masks[i] if full_res else oofs.small_masks[i]
-        if post is None:
-            cm += evaluate_probs(p[None], [gt], C) if full_res else confusion_matrix(gt, p.argmax(0), C)
-            continue
-        if full_res and p.shape[-2:] != gt.shape:
-            p = F.interpolate(torch.from_numpy(p)[None], size=gt.shape, mode="bilinear", align_corners=False)[0].numpy()
-        cm += confusion_matrix(gt, post(p), C)
+        if post is not None:
+            p = post(p)
+        if full_res:
+            cm += evaluate_probs(p[None], [oofs.full_masks[i]], C)
+        else:
+            cm += confusion_matrix(oofs.small_masks[i], p.argmax(0), C)
     return iou_per_class(cm)
 
 
@@ -183,16 +183,13 @@ def iou_row(iou: np.ndarray) -> dict:
     return {"miou": float(np.nanmean(iou)), "iou": [None if not np.isfinite(v) else float(v) for v in iou]}
 
 
-def oof_report(teachers: list[Teacher], ds: Dataset, student_runs: list[Path] | None = None,
-               baseline_runs: dict[str, list[Path]] | None = None) -> tuple[dict, OOFSet, dict]:
-    """Rows: each teacher fold, each family, the ensembles, the student (if cross-validated) and
-    baselines; each with per-class IoU with and without flip TTA."""
+def oof_report(teachers: list[Teacher], ds: Dataset) -> tuple[dict, OOFSet, dict]:
+    """Rows: each teacher fold, each family, the probability-mean ensemble and the OOF-fitted
+    weighted ensemble; each with per-class IoU with and without flip TTA. Also returns the aligned
+    OOF set of the families and the fitted weights."""
     rows = {}
     for t in teachers:  # each teacher on its own held-out fold
-        o = gather_oof({t.name: [t.run_dir]}, ds)
-        rows[f"{t.name} fold{t.fold}"] = {
-            "kind": "teacher", "images": len(o.stems),
-            "plain": iou_row(evaluate_mix(o, {t.name: 1}, False)), "tta": iou_row(evaluate_mix(o, {t.name: 1}, True))}
+        add_rows(rows, ds, {f"{t.name} fold{t.fold}": [t.run_dir]}, "teacher")
     families: dict[str, list[Path]] = {}
     for t in teachers:
         families.setdefault(t.family, []).append(t.run_dir)
@@ -210,11 +207,17 @@ def oof_report(teachers: list[Teacher], ds: Dataset, student_runs: list[Path] | 
         rows["ensemble (OOF-fitted weights)"] = {
             "kind": "ensemble", "images": len(oofs.stems), "weights": fitted,
             "plain": iou_row(evaluate_mix(oofs, fitted, False)), "tta": iou_row(evaluate_mix(oofs, fitted, True))}
-    for name, runs in {**({"student (--cv)": student_runs} if student_runs else {}), **(baseline_runs or {})}.items():
-        o = gather_oof({name: runs}, ds)
-        rows[name] = {"kind": "student" if name.startswith("student") else "baseline", "images": len(o.stems),
-                      "plain": iou_row(evaluate_mix(o, {name: 1}, False)), "tta": iou_row(evaluate_mix(o, {name: 1}, True))}
     return rows, oofs, fitted
+
+
+def add_rows(rows: dict, ds: Dataset, named_runs: dict[str, list[Path]], kind: str) -> dict:
+    """Add one row per name, scoring the OOF predictions of its fold runs (student, baselines)."""
+    for name, runs in named_runs.items():
+        o = gather_oof({name: runs}, ds)
+        rows[name] = {"kind": kind, "images": len(o.stems),
+                      "plain": iou_row(evaluate_mix(o, {name: 1}, False)),
+                      "tta": iou_row(evaluate_mix(o, {name: 1}, True))}
+    return rows
 
 
 def report_table(rows: dict, names: tuple[str, ...]) -> Table:
@@ -300,31 +303,44 @@ def make_kd_loss(temperature: float, kd_weight: float):
 def choose_postprocessing(oofs: OOFSet, names: tuple[str, ...], group: str) -> dict:
     """Flip TTA on/off and per-class cleanup thresholds that raise OOF IoU (nnU-Net style: each
     class decided on its own, kept only if it helps). Returns the metadata ``tta``/``cleanup`` parts
-    plus the ablation numbers."""
+    plus the ablation numbers.
+
+    The threshold search runs at the OOF resolution; an image is re-evaluated for (class, threshold)
+    only if its prediction has a component of that class smaller than the threshold, otherwise
+    cleanup cannot change it."""
     w = {group: 1.0}
     plain = evaluate_mix(oofs, w, tta=False)
     tta = evaluate_mix(oofs, w, tta=True)
     use_tta = bool(np.nanmean(tta) >= np.nanmean(plain))
-    base_small = evaluate_mix(oofs, w, use_tta, full_res=False)
+    C = len(names)
+    probs = [mix(oofs, w, use_tta, i) for i in range(len(oofs.stems))]
+    labels = [p.argmax(0).astype(np.uint8) for p in probs]
+    cms = [confusion_matrix(m, lab, C) for m, lab in zip(oofs.small_masks, labels)]
+    base = np.sum(cms, axis=0)
+    base_iou = iou_per_class(base)
     chosen: dict[str, float] = {}
-    per_class_gain = {}
-    for c, name in enumerate(names):
-        if c == 0:  # background is what remains, never cleaned on its own
-            continue
+    gains = {}
+    for c in range(1, C):  # background is what remains, never cleaned on its own
+        smallest = []
+        for lab in labels:
+            n, _, stats, _ = cv2.connectedComponentsWithStats((lab == c).view(np.uint8), connectivity=8)
+            smallest.append(stats[1:, cv2.CC_STAT_AREA].min() / lab.size if n > 1 else np.inf)
         best_gain, best_t = 0.0, None
         for t in CLEANUP_CANDIDATES:
-            iou = evaluate_mix(oofs, w, use_tta, full_res=False, post=lambda p, c=c, t=t: cleanup(p, {c: t}))
-            gain = float(iou[c] - base_small[c]) if np.isfinite(iou[c]) else 0.0
-            if gain > best_gain + 1e-4:
+            cm = base.copy()
+            for i in np.flatnonzero(np.array(smallest) < t):
+                cleaned = suppress_small_components(probs[i], {c: t}).argmax(0)
+                cm += confusion_matrix(oofs.small_masks[i], cleaned, C) - cms[i]
+            gain = float(iou_per_class(cm)[c] - base_iou[c])
+            if np.isfinite(gain) and gain > best_gain + 1e-4:
                 best_gain, best_t = gain, t
         if best_t is not None:
-            chosen[name] = best_t
-            per_class_gain[name] = best_gain
+            chosen[names[c]], gains[names[c]] = best_t, best_gain
     by_index = {names.index(n): t for n, t in chosen.items()}
-    after = evaluate_mix(oofs, w, use_tta, post=(lambda p: cleanup(p, by_index)) if by_index else None)
+    after = evaluate_mix(oofs, w, use_tta, post=(lambda p: suppress_small_components(p, by_index)) if by_index else None)
     return {
         "tta": {"hflip": use_tta, "scales": [1.0]},
         "cleanup": {"enabled": bool(chosen), "min_area": chosen},
         "ablation": {"no_tta": iou_row(plain), "tta": iou_row(tta),
-                     "chosen_tta_plus_cleanup": iou_row(after), "cleanup_gain_per_class_lowres": per_class_gain},
+                     "chosen_tta_plus_cleanup": iou_row(after), "cleanup_gain_per_class_lowres": gains},
     }

@@ -378,9 +378,9 @@ def write_report(ev: Evaluation, source, out_dir: str | Path, worst_k: int = 12,
           f'images pooled). Classes absent from both ground truth and prediction show n/a.</p>'
           f'<div class="grid2 wide"><div><img class="chart" src="img/iou.png" alt="per-class IoU chart"></div>'
           f'<div class="scroll">{_class_table(ev, palette)}</div></div></section>'
-        + f'<section id="confusion"><h2>Confusion matrix</h2><p class="lead">Row-normalised: each row shows where '
-          f"the pixels of one ground-truth class went. Magenta frames mark orientation pairs (left/right, "
-          f'front/rear).</p><img class="chart" src="img/confusion.png" alt="confusion matrix"></section>'
+        + '<section id="confusion"><h2>Confusion matrix</h2><p class="lead">Row-normalised: each row shows where '
+          "the pixels of one ground-truth class went. Magenta frames mark orientation pairs (left/right, "
+          'front/rear).</p><img class="chart" src="img/confusion.png" alt="confusion matrix"></section>'
         + f'<section id="errors"><h2>Error anatomy</h2><p class="lead">Every pixel is correct, a <b>missed part</b> '
           f"(part predicted as background), a <b>false part</b> (background predicted as a part), a <b>part "
           f"confusion</b>, or an <b>orientation swap</b> (left/right or front/rear of the same part). The boundary "
@@ -403,7 +403,7 @@ def write_report(ev: Evaluation, source, out_dir: str | Path, worst_k: int = 12,
           f"- **errors at boundaries**: {_pct(ev.regions.boundary_error_share)} of wrong pixels lie within "
           f"{ev.boundary_px} px of a GT edge ({_pct(ev.regions.boundary_pixel_share)} of pixels); error rate "
           f"{_pct(ev.regions.boundary_error_rate, 2)} there vs {_pct(ev.regions.interior_error_rate, 2)} in interiors",
-          f"- **flip consistency**: " + (f"{_pct(ev.flip.score, 2)} of pixels, {_pct(ev.flip.part_score, 2)} of part pixels"
+          "- **flip consistency**: " + (f"{_pct(ev.flip.score, 2)} of pixels, {_pct(ev.flip.part_score, 2)} of part pixels"
                                          if ev.flip else "not measured (no mirror predictions)"),
           "", "## What to try next", ""] + [f"- {_plain(h)}" for h in tips] + [
           "", "## Per-class IoU", "", "![per-class IoU](img/iou.png)", "",

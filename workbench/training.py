@@ -147,7 +147,6 @@ def fit(cfg: dict, ds: Dataset, train_idx: np.ndarray, val_idx: np.ndarray, soft
     """
     out = Path(cfg["out"])
     out.mkdir(parents=True, exist_ok=True)
-    (out / "config.yaml").write_text(config_mod.dump(cfg))
     device = select_device(cfg["device"])
     if cfg["threads"] > 0:
         torch.set_num_threads(cfg["threads"])
@@ -184,8 +183,8 @@ def fit(cfg: dict, ds: Dataset, train_idx: np.ndarray, val_idx: np.ndarray, soft
         new = {k: v for k, v in cfg.items() if k not in RESUMABLE_CHANGES}
         if old != new:
             diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
-            raise RuntimeError(f"{out} holds a checkpoint of a different config (differs in {diff}); "
-                               "use another out=... or delete the folder")
+            raise config_mod.ConfigError(f"{out} holds a checkpoint of a different config (differs in {diff}); "
+                                         "use another out=... or delete the folder")
         model.load_state_dict(ckpt["model"])
         opt.load_state_dict(ckpt["optimizer"])
         sched.load_state_dict(ckpt["scheduler"])
@@ -195,6 +194,7 @@ def fit(cfg: dict, ds: Dataset, train_idx: np.ndarray, val_idx: np.ndarray, soft
             console.print(f"{out} already finished {state['epoch']} epochs; nothing to do")
             return json.loads(done.read_text())
         console.print(f"resuming from {ckpt_path} after epoch {state['epoch']}")
+    (out / "config.yaml").write_text(config_mod.dump(cfg))
     best_state = copy.deepcopy(model.state_dict())
     if (out / "best_state.pt").exists():
         best_state = torch.load(out / "best_state.pt", map_location="cpu", weights_only=True)
