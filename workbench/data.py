@@ -14,6 +14,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from . import imageio
 from .preprocess import resize_image
 from .schema import ClassSchema, load_schema
 
@@ -50,9 +51,11 @@ def _files(folder: Path, exts: set[str]) -> dict[str, Path]:
 
 
 def read_rgb(path: Path) -> np.ndarray | None:
-    """RGB uint8 (EXIF orientation applied, as OpenCV's imread does), or None if unreadable."""
-    img = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    return None if img is None else cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+    """RGB uint8 decoded exactly as inference decodes it (EXIF orientation applied), or None."""
+    try:
+        return imageio.read_image(path).image
+    except (imageio.ImageReadError, OSError):
+        return None
 
 
 def check_mask(path: Path, schema: ClassSchema) -> tuple[np.ndarray | None, str | None]:

@@ -33,7 +33,8 @@ from .metrics import confusion_matrix, iou_per_class
 from .modelfile import load_model, read_metadata
 from .oof import OOF, has_oof, load_oof
 from .postprocess import suppress_small_components
-from .training import console, evaluate_probs, predict_set, select_device
+from .runtime import resolve_device
+from .training import console, evaluate_probs, predict_set
 
 # Candidate minimum component areas, as fractions of the image area (0.01% .. 2%).
 CLEANUP_CANDIDATES = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 2e-2)
@@ -260,7 +261,7 @@ def soft_labels(teachers: list[Teacher], weights: dict[str, float], ds: Dataset,
     if path.exists():
         console.print(f"soft labels from cache {path}")
         return np.load(path, mmap_mode="r")
-    device = select_device(device_name)
+    device = resolve_device(device_name)
     C = ds.schema.num_classes
     per_family = {}
     for t in teachers:

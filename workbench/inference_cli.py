@@ -44,7 +44,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from .imageio import ImageReadError, read_image, write_mask
 from .modelfile import ModelFileError
-from .predictor import Predictor, resolve_device
+from .predictor import Predictor
+from .runtime import resolve_device
 
 DEFAULT_WEIGHTS = Path(__file__).resolve().parent.parent / "weights" / "student.safetensors"
 EXIT_OK, EXIT_FILES_FAILED, EXIT_ERROR, EXIT_INTERRUPTED = 0, 1, 2, 130

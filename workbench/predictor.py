@@ -26,24 +26,12 @@ from .imageio import read_image
 from .modelfile import ModelFileError, load_model
 from .postprocess import min_area_by_index, suppress_small_components, upsample_argmax
 from .preprocess import resize_image, to_tensor
+from .runtime import resolve_device
 from .schema import ClassSchema
 from .tta import predict_probs
 
 TTA_DEFAULTS = {"hflip": True, "scales": [1.0]}
 SIZE_MULTIPLE = 32  # smp encoders downsample 5 times: extra TTA scales are rounded to a multiple of 32
-
-
-def resolve_device(name: str = "auto") -> torch.device:
-    """``auto`` -> CUDA if available, else CPU; any other torch device string is checked."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError as err:
-        raise ValueError(f"unknown device {name!r} (use auto, cpu, cuda or cuda:N)") from err
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {name!r} requested but CUDA is not available here (use --device cpu or auto)")
-    return device
 
 
 class Predictor:

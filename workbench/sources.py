@@ -21,6 +21,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from . import imageio
 from .oof import OOF, has_oof, load_oof
 from .schema import SCHEMA_FILE, ClassSchema, load_schema
 
@@ -52,15 +53,10 @@ class Item:
 # ------------------------------------------------------------------------------------------- reading
 
 def read_image(path: str | Path) -> np.ndarray:
-    """(H, W, 3) uint8 RGB; OpenCV first, Pillow for what it cannot read (CMYK, 16-bit, ...)."""
-    img = cv2.imread(str(path), cv2.IMREAD_COLOR)
-    if img is not None:
-        return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+    """(H, W, 3) uint8 RGB, decoded exactly as inference decodes it (:mod:`workbench.imageio`)."""
     try:
-        from PIL import Image, ImageOps
-        with Image.open(path) as im:
-            return np.asarray(ImageOps.exif_transpose(im).convert("RGB"))
-    except Exception as err:  # noqa: BLE001 - any decoder failure means "unreadable"
+        return imageio.read_image(path).image
+    except (imageio.ImageReadError, OSError) as err:
         raise AnalysisError(f"cannot read image {path}: {err}") from err
 
 
