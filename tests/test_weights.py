@@ -12,7 +12,7 @@ from workbench.schema import load_schema
 
 WEIGHTS = REPO / "weights" / "student.safetensors"
 # Set from the measured numbers: see README, Results (mIoU of the shipped student on these 8 images).
-MIOU_FLOOR = 0.0
+MIOU_FLOOR = 0.65  # measured 0.788 on these 8 (in-sample) images; OOF mIoU is 0.66
 
 
 def test_shipped_weights_exist_and_are_small():
