@@ -142,18 +142,7 @@ def confusion_image(path: str | Path, cm: np.ndarray, names, title: str = "Confu
     for a, b in orientation_pairs:
         for i, j in ((a, b), (b, a)):
             ax.add_patch(Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, edgecolor=magenta, linewidth=1.6))
-    ax.set_xticks(range(n), names, rotation=55, ha="right", rotation_mode="anchor", fontsize=8.5)
-    ax.set_yticks(range(n), names, fontsize=8.5)
-    ax.set_xlabel("predicted", color=MUTED)
-    ax.set_ylabel("ground truth", color=MUTED)
-    ax.set_title(title + "  (% of each ground-truth row)", loc="left", fontsize=11, color=INK, fontweight="bold")
-    ax.tick_params(length=0)
-    for s in ax.spines.values():
-        s.set_visible(False)
-    cb = fig.colorbar(im, ax=ax, fraction=0.035, pad=0.02)
-    cb.ax.tick_params(labelsize=8)
-    cb.outline.set_visible(False)
-    return _save(fig, path)
+    return _finish_matrix(fig, ax, im, names, title + "  (% of each ground-truth row)", path)
 
 
 def confusion_delta_image(path: str | Path, cm_a: np.ndarray, cm_b: np.ndarray, names,
@@ -175,12 +164,17 @@ def confusion_delta_image(path: str | Path, cm_a: np.ndarray, cm_b: np.ndarray, 
             v = delta[i, j]
             if abs(v) >= 0.005:
                 ax.text(j, i, f"{100 * v:+.0f}", ha="center", va="center", fontsize=7 if n > 12 else 8.5, color=INK)
+    return _finish_matrix(fig, ax, im, names, f"Confusion change {labels[0]} → {labels[1]} (pp; green = better)", path)
+
+
+def _finish_matrix(fig, ax, im, names, title: str, path: str | Path) -> Path:
+    """Class-name ticks, axis labels, title and colour bar of a class x class matrix; saves it."""
+    n = len(names)
     ax.set_xticks(range(n), names, rotation=55, ha="right", rotation_mode="anchor", fontsize=8.5)
     ax.set_yticks(range(n), names, fontsize=8.5)
     ax.set_xlabel("predicted", color=MUTED)
     ax.set_ylabel("ground truth", color=MUTED)
-    ax.set_title(f"Confusion change {labels[0]} → {labels[1]} (pp; green = better)", loc="left", fontsize=11,
-                 color=INK, fontweight="bold")
+    ax.set_title(title, loc="left", fontsize=11, color=INK, fontweight="bold")
     ax.tick_params(length=0)
     for s in ax.spines.values():
         s.set_visible(False)
