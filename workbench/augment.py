@@ -35,12 +35,17 @@ class HorizontalFlipSwap(A.DualTransform):
         return ("flip_perm",)
 
 
-def build_train_transform(level: str, flip_perm) -> A.Compose | None:
+def build_train_transform(level: str, flip_perm, crop_size: int = 0) -> A.Compose | None:
     """``none``: no augmentation (the H2O seed); ``flip``: label-swapping flip only; ``standard``:
     flip + mild affine (cars are photographed at varying distance and tilt) + colour jitter (paint
-    colours and lighting vary) + light blur. Soft labels go in as the additional target ``soft``."""
+    colours and lighting vary) + light blur. Soft labels go in as the additional target ``soft``.
+
+    ``crop_size`` > 0 ends the pipeline with a random square crop of that size, taken after the
+    affine so that the crop sees the rescaled/rotated image; image, mask and soft labels are cropped
+    at the same place."""
+    crop = [A.RandomCrop(crop_size, crop_size)] if crop_size else []
     if level == "none":
-        return None
+        return A.Compose(crop, additional_targets={"soft": "mask"}) if crop else None
     ops = [HorizontalFlipSwap(flip_perm, p=0.5)]
     if level == "standard":
         ops += [
@@ -52,4 +57,4 @@ def build_train_transform(level: str, flip_perm) -> A.Compose | None:
         ]
     elif level != "flip":
         raise ValueError(f"unknown augment level {level!r}; choose none, flip or standard")
-    return A.Compose(ops, additional_targets={"soft": "mask"})
+    return A.Compose(ops + crop, additional_targets={"soft": "mask"})

@@ -9,8 +9,10 @@ from .config import ConfigError
 from .data import DatasetError
 from .encoders import EncoderWeightsError
 from .modelfile import ModelFileError
+from .exceptions import TrainingDivergedError
 
-EXPECTED_ERRORS = (ConfigError, DatasetError, EncoderWeightsError, ModelFileError, FileNotFoundError)
+EXPECTED_ERRORS = (ConfigError, DatasetError, EncoderWeightsError, ModelFileError, FileNotFoundError,
+                   TrainingDivergedError)
 
 
 def fail_cleanly(main):

@@ -27,18 +27,22 @@ DEFAULTS: dict = {
     "arch": "unet",                # any smp architecture: unet, fpn, unetplusplus, deeplabv3plus, ...
     "encoder": "tf_efficientnet_lite0",  # any timm model name
     "encoder_weights": "imagenet",       # imagenet | /path/to/weights | none
-    "image_size": 256,             # training / inference square input size
+    "image_size": 256,             # images are held in RAM squashed to this square size; validation,
+                                   # OOF, soft labels and inference run on the whole image at this size
+    "crop_size": 0,                # train on random crop_size x crop_size crops of the image_size image; 0 = whole image
+    "decoder_channels": [],        # decoder widths: unet = one per stage, fpn = [pyramid, segmentation]; [] = smp default
     "normalization": "imagenet",   # imagenet | unit (x/255)
     # optimisation
     "epochs": 10,
     "batch_size": 8,
     "lr": 1.0e-3,
+    "decoder_lr_mult": 1.0,        # learning rate of the randomly initialised decoder + head = lr * this
     "weight_decay": 1.0e-4,
     "warmup_epochs": 1.0,
     "loss": "ce_dice",             # ce_dice | bce_dice | ce
     "dice_weight": 1.0,
     "augment": "standard",         # none | flip | standard
-    "precision": "auto",           # auto (bf16 autocast on CPU / CUDA) | bf16 | fp32
+    "precision": "auto",           # auto (bf16 autocast on CUDA and on CPUs with native bf16, else fp32) | bf16 | fp32
     "device": "auto",              # auto | cpu | cuda
     "threads": 0,                  # CPU threads; 0 = torch default
     "max_steps": 0,                # stop after this many optimiser steps (smoke tests); 0 = no limit
@@ -143,6 +147,10 @@ def resolve(args: list[str], default_recipe: str | None = None) -> dict:
     for key in ("epochs", "batch_size", "image_size", "folds"):
         if cfg[key] < 1:
             raise ConfigError(f"{key}={cfg[key]}: must be at least 1")
+    if cfg["crop_size"] < 0 or cfg["crop_size"] > cfg["image_size"]:
+        raise ConfigError(f"crop_size={cfg['crop_size']}: must be 0 (no crop) or at most image_size={cfg['image_size']}")
+    if cfg["decoder_lr_mult"] <= 0:
+        raise ConfigError(f"decoder_lr_mult={cfg['decoder_lr_mult']}: must be positive")
     return cfg
 
 

@@ -77,7 +77,8 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[to
     """Rebuild the model described by the file's metadata and load its weights (float32, eval mode)."""
     meta = read_metadata(path)
     schema = ClassSchema.from_dict(meta["schema"])
-    model = build_model(meta["arch"], meta["encoder"], schema.num_classes, encoder_weights=None)
+    model = build_model(meta["arch"], meta["encoder"], schema.num_classes, encoder_weights=None,
+                        decoder_channels=meta.get("decoder_channels") or None)
     try:
         state = load_file(str(path))
         state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}

@@ -26,18 +26,35 @@ from rich.table import Table
 from . import config as config_mod
 from .augment import build_train_transform
 from .data import Dataset
+from .exceptions import TrainingDivergedError
 from .losses import SegLoss
 from .metrics import confusion_matrix, iou_per_class
 from .modelfile import atomic_write, save_model
-from .models import build_model, count_parameters
+from .models import build_model, count_parameters, parameter_groups
 from .oof import save_oof, to_uint8
 from .preprocess import normalization_meta, to_tensor
 from .runtime import autocast, resolve_device
 from .tta import unflip_probs
 
 console = Console()
+MAX_NONFINITE_STEPS = 5  # consecutive non-finite losses/gradients before a run is declared diverged
+
 # Keys that may change between an interrupted run and its resumption.
 RESUMABLE_CHANGES = {"epochs", "threads", "device", "max_steps", "save_oof", "recipe"}
+
+
+def config_changes(old: dict, new: dict) -> list[str]:
+    """Keys whose change forbids resuming a checkpoint written with config ``old``. A key that the
+    checkpoint's code did not know yet counts as unchanged while it holds its default value."""
+    diff = []
+    for key in sorted(set(old) | set(new)):
+        if key in RESUMABLE_CHANGES:
+            continue
+        default = config_mod.DEFAULTS.get(key)
+        before = old.get(key, default)
+        if before != new.get(key, default):
+            diff.append(key)
+    return diff
 
 
 def seed_everything(seed: int) -> None:
@@ -77,7 +94,8 @@ def warmup_cosine(step: int, total: int, warmup: int) -> float:
 
 def model_metadata(cfg: dict, ds: Dataset) -> dict:
     return {
-        "arch": cfg["arch"], "encoder": cfg["encoder"], "schema": ds.schema.to_dict(),
+        "arch": cfg["arch"], "encoder": cfg["encoder"], "decoder_channels": list(cfg.get("decoder_channels") or []),
+        "schema": ds.schema.to_dict(),
         "input_size": [cfg["image_size"], cfg["image_size"]],
         "normalization": normalization_meta(cfg["normalization"]), "resize": "squash",
         "tta": {"hflip": True, "scales": [1.0]}, "cleanup": {"enabled": False, "min_area": {}},
@@ -139,15 +157,16 @@ def fit(cfg: dict, ds: Dataset, train_idx: np.ndarray, val_idx: np.ndarray, soft
     flip_perm = schema.flip_permutation
     seed_everything(cfg["seed"])
 
-    model = build_model(cfg["arch"], cfg["encoder"], C, cfg["encoder_weights"]).to(device)
+    model = build_model(cfg["arch"], cfg["encoder"], C, cfg["encoder_weights"], cfg["decoder_channels"]).to(device)
     model = model.to(memory_format=torch.channels_last)
     n_params = count_parameters(model)
     console.print(f"[b]{cfg['name']}[/b] fold {cfg['fold']}: {cfg['arch']} / {cfg['encoder']} "
                   f"({n_params / 1e6:.2f} M parameters, {n_params * 4 / 2**20:.1f} MB fp32), "
-                  f"{len(train_idx)} train / {len(val_idx)} val images at {cfg['image_size']} px on {device}")
+                  f"{len(train_idx)} train / {len(val_idx)} val images at {cfg['image_size']} px"
+                  + (f" (training on {cfg['crop_size']} px crops)" if cfg["crop_size"] else "") + f" on {device}")
 
     train_set = ArrayDataset(ds.images[train_idx], ds.masks[train_idx],
-                             build_train_transform(cfg["augment"], flip_perm),
+                             build_train_transform(cfg["augment"], flip_perm, cfg["crop_size"]),
                              None if soft is None else _Subset(soft, train_idx))
     g = torch.Generator().manual_seed(cfg["seed"])
     loader = torch.utils.data.DataLoader(train_set, batch_size=cfg["batch_size"], shuffle=True,
@@ -155,7 +174,8 @@ def fit(cfg: dict, ds: Dataset, train_idx: np.ndarray, val_idx: np.ndarray, soft
     steps_per_epoch = len(loader)
     total = steps_per_epoch * cfg["epochs"]
     warmup = int(cfg["warmup_epochs"] * steps_per_epoch)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg["lr"], weight_decay=cfg["weight_decay"])
+    opt = torch.optim.AdamW(parameter_groups(model, cfg["lr"], cfg["decoder_lr_mult"]), lr=cfg["lr"],
+                            weight_decay=cfg["weight_decay"])
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: warmup_cosine(s, total, warmup))
     seg_loss = SegLoss(cfg["loss"], C, cfg["dice_weight"])
     norm = normalization_meta(cfg["normalization"])
@@ -164,10 +184,8 @@ def fit(cfg: dict, ds: Dataset, train_idx: np.ndarray, val_idx: np.ndarray, soft
     ckpt_path = out / "last.pt"
     if ckpt_path.exists():
         ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
-        old = {k: v for k, v in ckpt["config"].items() if k not in RESUMABLE_CHANGES}
-        new = {k: v for k, v in cfg.items() if k not in RESUMABLE_CHANGES}
-        if old != new:
-            diff = sorted(k for k in set(old) | set(new) if old.get(k) != new.get(k))
+        diff = config_changes(ckpt["config"], cfg)
+        if diff:
             raise config_mod.ConfigError(f"{out} holds a checkpoint of a different config (differs in {diff}); "
                                          "use another out=... or delete the folder")
         model.load_state_dict(ckpt["model"])
@@ -194,7 +212,7 @@ def fit(cfg: dict, ds: Dataset, train_idx: np.ndarray, val_idx: np.ndarray, soft
         if train_set.transform is not None:
             train_set.transform.set_random_seed(epoch_seed)
         model.train()
-        t0, losses = time.time(), []
+        t0, losses, bad_steps, n_seen = time.time(), [], 0, 0
         with Progress(TextColumn(f"epoch {epoch}/{cfg['epochs']}"), BarColumn(), MofNCompleteColumn(),
                       TextColumn("loss {task.fields[loss]:.4f}"), TimeElapsedColumn(), TimeRemainingColumn(),
                       console=console, transient=True) as progress:
@@ -208,17 +226,34 @@ def fit(cfg: dict, ds: Dataset, train_idx: np.ndarray, val_idx: np.ndarray, soft
                 if extra_loss is not None:
                     loss = extra_loss(logits, {k: v.to(device) for k, v in batch.items()}, loss)
                 opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
+                finite = bool(torch.isfinite(loss))
+                if finite:
+                    loss.backward()
+                    grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), float("inf"))
+                    finite = bool(torch.isfinite(grad_norm))
+                if finite:
+                    opt.step()
+                    bad_steps = 0
+                    losses.append(loss.item())
+                else:  # skip the update; stop if it keeps happening
+                    bad_steps += 1
+                    if bad_steps >= MAX_NONFINITE_STEPS:
+                        raise TrainingDivergedError(
+                            f"{out}: training diverged at epoch {epoch}, step {state['step'] + 1}: loss or gradient "
+                            f"not finite for {bad_steps} steps in a row (lr={cfg['lr']}). Nothing of this epoch was "
+                            f"saved; lower lr= and start a new out=..., or resume from {ckpt_path} (last finished "
+                            f"epoch {state['epoch']}).")
                 sched.step()
                 state["step"] += 1
-                losses.append(loss.item())
-                progress.update(task, advance=1, loss=float(np.mean(losses)))
+                n_seen += len(x)
+                progress.update(task, advance=1, loss=float(np.mean(losses)) if losses else float("nan"))
                 if cfg["max_steps"] and state["step"] >= cfg["max_steps"]:
                     stop = True
                     break
-        record = {"epoch": epoch, "train_loss": float(np.mean(losses)), "lr": sched.get_last_lr()[0],
-                  "seconds": round(time.time() - t0, 1)}
+        seconds = time.time() - t0
+        record = {"epoch": epoch, "train_loss": float(np.mean(losses)) if losses else float("nan"),
+                  "lr": sched.get_last_lr()[0], "seconds": round(seconds, 1),
+                  "images_per_s": round(n_seen / max(seconds, 1e-9), 2)}
         if len(val_idx):
             model.eval()
             probs = predict_set(model, ds.images[val_idx], cfg, device)
@@ -241,16 +276,15 @@ def fit(cfg: dict, ds: Dataset, train_idx: np.ndarray, val_idx: np.ndarray, soft
         ckpt = {"model": model.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
                 "config": cfg, "state": json.dumps(state)}
         atomic_write(ckpt_path, lambda p: torch.save(ckpt, p))
+        write_metrics(out, run_metrics(cfg, state, n_params, schema, finished=False))
         if stop:
             break
 
     model.load_state_dict(best_state)
     model.eval()
-    metrics = {"name": cfg["name"], "fold": cfg["fold"], "best_epoch": state["best_epoch"],
-               "epochs_done": state["epoch"], "history": state["history"], "parameters": n_params}
+    metrics = run_metrics(cfg, state, n_params, schema, finished=False)
     if len(val_idx):
         best = state["history"][state["best_epoch"] - 1]
-        metrics.update(val_miou=best["val_miou"], val_iou=dict(zip(schema.names, best["val_iou"])))
         columns = {f"best (ep {state['best_epoch']})": np.array(best["val_iou"], dtype=float)}
         if state["best_epoch"] != state["epoch"]:
             columns[f"last (ep {state['epoch']})"] = np.array(state["history"][-1]["val_iou"], dtype=float)
@@ -272,8 +306,25 @@ def fit(cfg: dict, ds: Dataset, train_idx: np.ndarray, val_idx: np.ndarray, soft
     console.print(f"model file {out / 'model.safetensors'} ({size / 2**20:.1f} MB)")
     metrics["model_file"] = str(out / "model.safetensors")
     metrics["finished"] = state["epoch"] >= cfg["epochs"]
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=1))
+    write_metrics(out, metrics)
     return metrics
+
+
+def run_metrics(cfg: dict, state: dict, n_params: int, schema, finished: bool) -> dict:
+    """What ``metrics.json`` holds; written after every epoch (``finished`` false) and at the end."""
+    metrics = {"name": cfg["name"], "family": cfg["family"], "recipe": cfg.get("recipe", ""), "fold": cfg["fold"],
+               "arch": cfg["arch"], "encoder": cfg["encoder"], "image_size": cfg["image_size"],
+               "crop_size": cfg["crop_size"], "epochs_planned": cfg["epochs"], "best_epoch": state["best_epoch"],
+               "epochs_done": state["epoch"], "history": state["history"], "parameters": n_params,
+               "train_minutes": round(sum(h["seconds"] for h in state["history"]) / 60, 2), "finished": finished}
+    best = [h for h in state["history"] if h["epoch"] == state["best_epoch"]]
+    if best and "val_miou" in best[0]:
+        metrics.update(val_miou=best[0]["val_miou"], val_iou=dict(zip(schema.names, best[0]["val_iou"])))
+    return metrics
+
+
+def write_metrics(out: Path, metrics: dict) -> None:
+    atomic_write(out / "metrics.json", lambda p: p.write_text(json.dumps(metrics, indent=1)))
 
 
 class _Subset:

@@ -1,0 +1,5 @@
+"""Exceptions that reach users as one ``error:`` line (see :mod:`workbench.cli`)."""
+
+
+class TrainingDivergedError(RuntimeError):
+    """The loss or gradients stayed non-finite; nothing non-finite was saved."""
