@@ -1,11 +1,12 @@
 """Distil the k-fold teacher ensemble into the shipped student.
 
     python distill.py            # OOF table of teachers/families/ensemble, soft labels, student, export
-    python distill.py --cv       # also cross-validate the student on the teachers' folds first
-    python distill.py recipe=student teachers=[unet_effnet,fpn_effnet] teacher_folds=[0,1,2] epochs=10
+    python distill.py --cv       # first cross-validate student and hard-label twin on the teachers' folds
+    python distill.py --cv-only teacher_folds=[0] kd_weight=0.5 temperature=2 name=kd_sweep_a   # KD sweep
+    python distill.py --cv export=weights/student.safetensors       # ship the student
 
 Outputs: runs/<name>/ (soft-label cache, per-fold students with --cv, full student, oof_report.json/.md)
-and the exported model file (export=weights/student.safetensors by default).
+and the exported model file (export=..., by default runs/<name>/student.safetensors).
 """
 
 import os
@@ -18,9 +19,13 @@ from workbench.cli import fail_cleanly  # noqa: E402
 
 @fail_cleanly
 def main(argv: list[str]) -> int:
-    from workbench.distill_run import run
-    cv = "--cv" in argv
-    return run([a for a in argv if a != "--cv"], cv=cv)
+    from workbench.distillation.pipeline import run
+    if "-h" in argv or "--help" in argv:
+        print(__doc__)
+        return 0
+    cv_only = "--cv-only" in argv
+    cv = cv_only or "--cv" in argv
+    return run([a for a in argv if a not in ("--cv", "--cv-only")], cv=cv, final=not cv_only)
 
 
 if __name__ == "__main__":

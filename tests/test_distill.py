@@ -1,5 +1,5 @@
 """Tiny end to end: two 1-epoch teacher families on tiny images -> distill (--cv) -> export ->
-inference.py uses the exported file alone."""
+inference.py uses the exported file alone; the fold protocol, the caches and the twin."""
 
 import json
 
@@ -10,8 +10,9 @@ import pytest
 from conftest import tiny_overrides
 from workbench import config
 from workbench.data import load_dataset
-from workbench.distill_run import run as distill
-from workbench.distillation import DistillError, collect_teachers
+from workbench.distillation.pipeline import run as distill
+from workbench.distillation.teachers import collect_teachers, held_out_stems
+from workbench.exceptions import DistillError
 from workbench.folds import split_for
 from workbench.modelfile import read_metadata
 from workbench.training import fit
@@ -36,6 +37,12 @@ def teachers(tiny_data, tmp_path):
     return runs
 
 
+def student_args(tiny_data, tmp_path, export, **extra):
+    return tiny_overrides(tiny_data, tmp_path / "unused", name="student", teachers="[ta,tb]", teacher_folds="[0,1]",
+                          export=export, max_steps=2, family_max_gap=1.0, crop_size=0,
+                          decoder_channels="[]", **extra)
+
+
 def test_missing_teacher_fold_is_reported(teachers):
     with pytest.raises(DistillError, match="teacher tb fold 2 .*python train.py recipe=tb fold=2"):
         collect_teachers(["ta", "tb"], [0, 1, 2], teachers)
@@ -43,8 +50,7 @@ def test_missing_teacher_fold_is_reported(teachers):
 
 def test_distill_export_and_infer(tiny_data, teachers, tmp_path):
     export = tmp_path / "weights" / "student.safetensors"
-    args = tiny_overrides(tiny_data, tmp_path / "unused", name="student", teachers="[ta,tb]",
-                          teacher_folds="[0,1]", export=export, max_steps=2)
+    args = student_args(tiny_data, tmp_path, export)
     assert distill(args, cv=True, runs_dir=teachers) == 0
 
     meta = read_metadata(export)
@@ -54,13 +60,21 @@ def test_distill_export_and_infer(tiny_data, teachers, tmp_path):
     assert meta["weights_dtype"] == "float16" and meta["training_data"]["images"] == 12
     report = json.loads((teachers / "student" / "oof_report.json").read_text())
     rows = report["rows"]
-    assert {"ta fold0", "tb fold1", "family ta", "family tb", "ensemble (mean)", "student (--cv)"} <= set(rows)
-    soft = list((teachers / "student" / "cache").glob("soft_*.npy"))
-    assert len(soft) == 1 and np.load(soft[0], mmap_mode="r").shape == (12, 64, 64, 5)
+    assert {"ta fold0", "tb fold1", "family ta", "family tb", "ensemble (mean)", "twin (hard labels)",
+            "student (KD)", "twin fold0", "student fold1"} <= set(rows)
+    assert "fold-k teachers" in report["protocol"]
+    # the student's twin has the student's training settings: the unet teacher "ta" is reused as the twin
+    assert report["cv"]["0"]["twin"].endswith("ta/fold0")
+    caches = sorted((teachers / "student" / "cache").glob("soft_*.npy"))
+    assert len(caches) == 3  # fold 0, fold 1, all images
+    shapes = sorted(np.load(c, mmap_mode="r").shape for c in caches)
+    assert shapes[-1] == (12, 64, 64, 5) and all(np.load(c, mmap_mode="r").dtype == np.float16 for c in caches)
+    info = json.loads(caches[0].with_suffix(".json").read_text())
+    assert info["kind"] == "log_probs" and info["dtype"] == "float16" and info["temperature"] == 1.0
 
-    # the cache is reused, and keyed by the teachers' files
+    # the caches are reused, and keyed by the teachers' files
     assert distill(args, cv=False, runs_dir=teachers) == 0
-    assert len(list((teachers / "student" / "cache").glob("soft_*.npy"))) == 1
+    assert len(list((teachers / "student" / "cache").glob("soft_*.npy"))) == 3
 
     from workbench.inference_cli import main as infer
     out = tmp_path / "pred"
@@ -68,3 +82,37 @@ def test_distill_export_and_infer(tiny_data, teachers, tmp_path):
     for img in (tiny_data / "images").glob("*.jpg"):
         pred = cv2.imread(str(out / f"{img.stem}.png"), cv2.IMREAD_UNCHANGED)
         assert pred.shape == (48, 56) and set(np.unique(pred)) <= {0, 10, 20, 30, 40}
+
+
+def test_fold_soft_labels_never_come_from_a_teacher_that_trained_on_the_fold(tiny_data, teachers, tmp_path):
+    args = student_args(tiny_data, tmp_path, tmp_path / "s.safetensors")
+    assert distill(args, cv=True, final=False, runs_dir=teachers) == 0
+    ds = load_dataset(tiny_data, 64)
+    cfg = config.resolve(args)
+    for cache in (teachers / "student" / "cache").glob("soft_*.json"):
+        info = json.loads(cache.read_text())
+        students_images = set(info["stems"])
+        fold = {t["fold"] for t in info["teachers"]}
+        assert len(fold) == 1  # one fold's teachers only
+        _, val_idx, _ = split_for(dict(cfg, fold=fold.pop()), ds)
+        val = {ds.stems[i] for i in val_idx}
+        assert not students_images & val  # the student of fold k never sees fold k
+        for t in collect_teachers(["ta", "tb"], FOLDS, teachers):
+            if any(x["file"] == str(t.model_file) for x in info["teachers"]):
+                assert held_out_stems(t, ds, str(tiny_data)) == val  # ... and neither did its teachers
+
+
+def test_caches_are_rebuilt_from_the_teacher_files(tiny_data, teachers, tmp_path):
+    args = student_args(tiny_data, tmp_path, tmp_path / "s.safetensors")
+    assert distill(args, cv=True, final=False, runs_dir=teachers) == 0
+    caches = {c.name: np.load(c).astype(np.float32) for c in (teachers / "student" / "cache").glob("soft_*.npy")}
+    for f in list(teachers.glob("t?/fold*/oof*")) + list((teachers / "student" / "cache").glob("soft_*")):
+        f.unlink()
+    assert distill(args, cv=True, final=False, runs_dir=teachers) == 0
+    for t in ("ta", "tb"):
+        for fold in FOLDS:
+            assert (teachers / t / f"fold{fold}" / "oof_probs.npy").exists()
+    rebuilt = {c.name: np.load(c).astype(np.float32) for c in (teachers / "student" / "cache").glob("soft_*.npy")}
+    assert rebuilt.keys() == caches.keys()
+    for k in caches:
+        np.testing.assert_allclose(rebuilt[k], caches[k], atol=0.05)

@@ -9,10 +9,10 @@ from .config import ConfigError
 from .data import DatasetError
 from .encoders import EncoderWeightsError
 from .modelfile import ModelFileError
-from .exceptions import TrainingDivergedError
+from .exceptions import DistillError, TrainingDivergedError
 
 EXPECTED_ERRORS = (ConfigError, DatasetError, EncoderWeightsError, ModelFileError, FileNotFoundError,
-                   TrainingDivergedError)
+                   TrainingDivergedError, DistillError)
 
 
 def fail_cleanly(main):

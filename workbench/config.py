@@ -52,7 +52,8 @@ DEFAULTS: dict = {
     "teacher_folds": [0, 1, 2],    # folds every teacher must have finished
     "temperature": 2.0,
     "kd_weight": 0.7,              # loss = kd_weight * T^2 * KL(teacher_T || student_T) + (1 - kd_weight) * hard loss
-    "export": "weights/student.safetensors",
+    "family_max_gap": 0.03,        # a teacher family more than this OOF mIoU below the best family does not teach
+    "export": "",                  # exported student; empty = runs/<name>/student.safetensors (ship: export=weights/student.safetensors)
     "export_dtype": "float16",     # float16 halves the file; inference runs in float32
 }
 NULLABLE: set[str] = set()

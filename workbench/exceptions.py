@@ -3,3 +3,7 @@
 
 class TrainingDivergedError(RuntimeError):
     """The loss or gradients stayed non-finite; nothing non-finite was saved."""
+
+
+class DistillError(RuntimeError):
+    """Distillation cannot run: missing teachers, mismatched schemas, folds or resolutions."""

@@ -39,13 +39,15 @@ class SegLoss(nn.Module):
 def kd_loss(student_logits: torch.Tensor, teacher_probs: torch.Tensor, temperature: float) -> torch.Tensor:
     """T^2 * KL(teacher_T || student_T), averaged over pixels that have a soft label.
 
-    ``teacher_probs`` are the ensemble's probabilities (N, C, H, W) at T=1; the tempered teacher is
+    ``teacher_probs`` are the ensemble's probabilities (N, C, H, W) at T=1 (float32, from float16
+    log-probabilities, so values down to 1e-12 are kept); the tempered teacher is
     softmax(log p / T). Pixels whose soft label is all zero (padding from spatial augmentation) are
     excluded. The T^2 factor keeps gradient magnitudes comparable across temperatures (Hinton et al.)."""
+    teacher_probs = teacher_probs.float()
     valid = teacher_probs.sum(1) > 0.5
     if not valid.any():
         return student_logits.sum() * 0.0
-    log_t = F.log_softmax(torch.log(teacher_probs.float().clamp_min(1e-6)) / temperature, 1)
+    log_t = F.log_softmax(torch.log(teacher_probs.clamp_min(1e-12)) / temperature, 1)
     log_s = F.log_softmax(student_logits.float() / temperature, 1)
     kl = (log_t.exp() * (log_t - log_s)).sum(1)
     return kl[valid].mean() * temperature**2

@@ -1,91 +1,160 @@
-"""The ``distill.py`` pipeline: teachers -> OOF report -> soft labels -> student (--cv) ->
-post-processing choice -> export. Kept apart from :mod:`workbench.distillation`, which holds the
-reusable pieces."""
+"""The ``distill.py`` pipeline: teachers -> OOF report -> teaching families -> (per fold: soft labels
+from that fold's teachers, student, hard-label twin) -> post-processing choice -> final student on
+all images -> export.
+
+**Protocol of the student's cross-validation.** Student fold *k* learns only from the fold-*k*
+teachers of each family (which never saw fold *k*), on fold *k*'s training images; its twin trains on
+the same images with the same schedule and ``kd_weight = 0``. Nothing about fold *k*'s images reaches
+either, so student-vs-twin is a fair comparison. The final student (all images) learns from every
+teacher.
+"""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
+import numpy as np
 import torch
 
-from . import config as config_mod
-from .data import load_dataset
-from .distillation import (DistillError, add_rows, choose_postprocessing, collect_teachers, dataset_digest, gather_oof,
-                           make_kd_loss, oof_report, report_markdown, report_table, soft_labels)
-from .folds import split_for
-from .modelfile import load_model, save_model
-from .training import console, fit
+from .. import config as config_mod
+from ..data import load_dataset
+from ..exceptions import DistillError
+from ..folds import split_for
+from ..modelfile import atomic_write, load_model, save_model
+from ..training import console
+from .ensemble import add_rows, gather_oof, oof_report, report_markdown, report_table, select_families
+from .postprocessing import choose_postprocessing
+from .soft_labels import confidence_summary, soft_labels
+from .student import find_twin_run, train_student
+from .teachers import Teacher, collect_teachers, dataset_digest, ensure_oof, held_out_stems
+
+PROTOCOL = ("Student fold k learns only from the fold-k teachers of each teaching family, on fold k's training "
+            "images; its hard-label twin trains on the same images with the same schedule and kd_weight=0. "
+            "No model used for fold k saw fold k's images, so student, twin and teachers are scored on "
+            "images none of them trained on. Ensemble weights and post-processing are chosen on the same OOF "
+            "data they are reported on.")
 
 
-def run(argv: list[str], cv: bool = False, runs_dir: Path = Path("runs")) -> int:
+def run(argv: list[str], cv: bool = False, final: bool = True, runs_dir: Path = Path("runs")) -> int:
+    """``cv``: cross-validate student and twin on ``teacher_folds`` first; ``final``: train the
+    student on all images and export it."""
     cfg = config_mod.resolve(argv, default_recipe="student")
     console.rule(f"distill {cfg['name']} from {cfg['teachers']} folds {cfg['teacher_folds']}")
     teachers = collect_teachers(cfg["teachers"], cfg["teacher_folds"], runs_dir)
     ds = load_dataset(cfg["data"], cfg["image_size"])
-    schema = ds.schema
-    if teachers[0].meta["schema"] != schema.to_dict():
+    if teachers[0].meta["schema"] != ds.schema.to_dict():
         raise DistillError(f"teachers were trained on another schema than {cfg['data']}")
+    for t in teachers:
+        ensure_oof(t, ds, cfg["data"], cfg["device"])
     folds_file = teachers[0].meta.get("folds_file", "")
     base = dict(cfg, folds_file=folds_file)
     work = runs_dir / cfg["name"]
 
-    rows, oofs, weights = oof_report(teachers, ds)
-    ens = rows.get("ensemble (OOF-fitted weights)")
-    if ens is None or ens["tta"]["miou"] <= rows["ensemble (mean)"]["tta"]["miou"] + 0.002:
-        weights = {f: 1.0 for f in oofs.plain}  # fitted weights must clearly help to be used
-    console.print(f"soft-label ensemble weights: {weights}")
-    soft = soft_labels(teachers, weights, ds, cfg["image_size"], work / "cache", cfg["device"])
-    extra = make_kd_loss(cfg["temperature"], cfg["kd_weight"])
+    rows, oofs, _ = oof_report(teachers, ds)
+    weights, dropped = select_families(rows, cfg["family_max_gap"])
+    for line in dropped:
+        console.print(line, markup=False)
+    console.print(f"teaching families (equal weights): {sorted(weights)}", markup=False)
+    if len(weights) < len(oofs.plain):
+        from .ensemble import evaluate_mix, iou_row
+        rows["ensemble (teaching families)"] = {"kind": "ensemble", "images": len(oofs.stems), "weights": weights,
+                                                "plain": iou_row(evaluate_mix(oofs, weights, False)),
+                                                "tta": iou_row(evaluate_mix(oofs, weights, True))}
+    distill_meta = {"temperature": cfg["temperature"], "kd_weight": cfg["kd_weight"], "family_weights": weights,
+                    "excluded": dropped, "protocol": PROTOCOL}
 
-    student_runs = []
+    student_runs, twin_runs, cv_info = [], [], {}
     if cv:
         for fold in cfg["teacher_folds"]:
-            fcfg = dict(base, fold=fold, out=str(work / f"fold{fold}"))
-            train_idx, val_idx, _ = split_for(fcfg, ds)
-            fit(fcfg, ds, train_idx, val_idx, soft=soft, extra_loss=extra, meta_extra={"folds_file": folds_file})
-            student_runs.append(work / f"fold{fold}")
+            s_run, t_run, info = cross_validate_fold(base, ds, teachers, weights, fold, work, runs_dir, distill_meta)
+            student_runs.append(s_run)
+            twin_runs.append(t_run)
+            cv_info[fold] = info
+            add_rows(rows, ds, {f"twin fold{fold}": [t_run], f"student fold{fold}": [s_run]}, "fold")
+        add_rows(rows, ds, {"twin (hard labels)": twin_runs, "student (KD)": student_runs}, "student")
     baselines = {}
     for name in ("h2o_seed",):
-        runs = [runs_dir / name / f"fold{f}" for f in cfg["teacher_folds"] if (runs_dir / name / f"fold{f}" / "oof.json").exists()]
+        runs = [runs_dir / name / f"fold{f}" for f in cfg["teacher_folds"]
+                if (runs_dir / name / f"fold{f}" / "oof.json").exists()]
         if runs:
             baselines[f"{name} (baseline)"] = runs
-    add_rows(rows, ds, {"student (--cv)": student_runs} if student_runs else {}, "student")
     add_rows(rows, ds, baselines, "baseline")
 
-    # Post-processing is chosen on the student's own OOF predictions when we have them.
-    group = "student (--cv)" if student_runs else "ensemble"
+    group = "student (KD)" if student_runs else next(iter(oofs.plain))
     pp_oofs = gather_oof({group: student_runs}, ds) if student_runs else oofs
-    if not student_runs:
-        group = next(iter(oofs.plain))
-    post = choose_postprocessing(pp_oofs, schema.names, group)
-    console.print(report_table(rows, schema.names))
+    post = choose_postprocessing(pp_oofs, ds.schema.names, group)
+    console.print(report_table(rows, ds.schema.names))
     console.print(f"post-processing chosen on OOF of {group}: flip TTA {post['tta']['hflip']}, "
                   f"cleanup {post['cleanup']['min_area'] or 'none'}; mIoU no TTA "
                   f"{post['ablation']['no_tta']['miou'] * 100:.2f}, TTA {post['ablation']['tta']['miou'] * 100:.2f}, "
-                  f"chosen {post['ablation']['chosen_tta_plus_cleanup']['miou'] * 100:.2f}")
+                  f"chosen {post['ablation']['chosen_tta_plus_cleanup']['miou'] * 100:.2f}", markup=False)
+    report = {"rows": rows, "classes": list(ds.schema.names), "postprocessing": post, "ensemble_weights": weights,
+              "excluded_families": dropped, "protocol": PROTOCOL if cv else "", "cv": cv_info,
+              "settings": {k: cfg[k] for k in ("kd_weight", "temperature", "epochs", "image_size", "crop_size")}}
+    write_report(work, report, ds.schema.names)
+    if not final:
+        return 0
 
     full_cfg = dict(base, fold=-1, out=str(work / "full"))
-    train_idx, val_idx, _ = split_for(full_cfg, ds)
+    train_idx, _, _ = split_for(full_cfg, ds)
+    soft = soft_labels(teachers, weights, ds, train_idx, work / "cache", cfg["device"])
     teacher_scores = {k: {"miou_tta": v["tta"]["miou"], "miou": v["plain"]["miou"]} for k, v in rows.items()}
     meta_extra = {
         "folds_file": folds_file, "tta": post["tta"], "cleanup": post["cleanup"],
         "training_data": {"path": str(cfg["data"]), "images": len(ds), "sha1": dataset_digest(ds)},
-        "teachers": [{"name": t.name, "family": t.family, "fold": t.fold, "file": str(t.model_file)} for t in teachers],
-        "ensemble_weights": weights, "oof_scores": teacher_scores, "postprocessing_ablation": post["ablation"],
-        "distillation": {"temperature": cfg["temperature"], "kd_weight": cfg["kd_weight"]},
+        "teachers": soft.teachers, "ensemble_weights": weights, "oof_scores": teacher_scores,
+        "postprocessing_ablation": post["ablation"], "distillation": distill_meta,
     }
-    fit(full_cfg, ds, train_idx, val_idx, soft=soft, extra_loss=extra, meta_extra=meta_extra)
-
+    train_student(full_cfg, ds, train_idx, np.array([], dtype=np.int64), soft, meta_extra)
+    export = Path(cfg["export"] or work / "student.safetensors")
     model, meta = load_model(Path(full_cfg["out"]) / "model.safetensors")
     meta.update(meta_extra)
     dtype = {"float16": torch.float16, "float32": None, "bfloat16": torch.bfloat16}[cfg["export_dtype"]]
-    size = save_model(cfg["export"], model, meta, dtype=dtype)
-    console.print(f"[b]exported {cfg['export']}[/b] ({size / 2**20:.1f} MB, {cfg['export_dtype']})")
-
-    report = {"rows": rows, "classes": list(schema.names), "postprocessing": post, "ensemble_weights": weights}
-    (work / "oof_report.json").write_text(json.dumps(report, indent=1))
-    md = report_markdown(rows, schema.names)
-    (work / "oof_report.md").write_text(md)
-    console.print(f"OOF report: {work / 'oof_report.md'}, {work / 'oof_report.json'}")
+    size = save_model(export, model, meta, dtype=dtype)
+    console.print(f"[b]exported {export}[/b] ({size / 2**20:.1f} MB, {cfg['export_dtype']})")
     return 0
+
+
+def cross_validate_fold(base: dict, ds, teachers: list[Teacher], weights: dict, fold: int, work: Path,
+                        runs_dir: Path, distill_meta: dict) -> tuple[Path, Path, dict]:
+    """Student and twin of one fold; soft labels from that fold's teachers only."""
+    fcfg = dict(base, fold=fold, out=str(work / f"fold{fold}"))
+    train_idx, val_idx, _ = split_for(fcfg, ds)
+    fold_teachers = [t for t in teachers if t.fold == fold and t.family in weights]
+    val_stems = {ds.stems[i] for i in val_idx}
+    for t in fold_teachers:  # the protocol, checked rather than assumed
+        if held_out_stems(t, ds, base["data"]) != val_stems:
+            raise DistillError(f"{t.label} was not held out on fold {fold}'s images: its soft labels would leak")
+    soft = soft_labels(fold_teachers, weights, ds, train_idx, work / "cache", base["device"])
+    summary = confidence_summary(soft, ds.masks)
+    console.print(f"fold {fold} soft labels: mean top-1 probability {summary['top1']:.3f}, second {summary['top2']:.4f}, "
+                  f"{summary['share_above_0.99'] * 100:.1f} % of pixels above 0.99, entropy {summary['entropy']:.3f} nats, "
+                  f"top-1 = hard label on {summary['agreement_with_labels'] * 100:.1f} % of pixels", markup=False)
+    meta = {"folds_file": base["folds_file"], "distillation": dict(distill_meta, teachers=soft.teachers)}
+    train_student(fcfg, ds, train_idx, val_idx, soft, meta)
+
+    twin_out = runs_dir / f"{base['name']}_twin" / f"fold{fold}"
+    twin_cfg = dict(base, fold=fold, kd_weight=0.0, name=f"{base['name']}_twin", out=str(twin_out))
+    candidates = [runs_dir / name / f"fold{fold}" for name in base["teachers"]] + [twin_out]
+    twin = find_twin_run(twin_cfg, candidates)
+    if twin is None:
+        console.print(f"training the hard-label twin of fold {fold} -> {twin_out}", markup=False)
+        train_student(twin_cfg, ds, train_idx, val_idx, None, {"folds_file": base["folds_file"]})
+        twin = twin_out
+    else:
+        console.print(f"hard-label twin of fold {fold}: {twin} (trained with identical settings)", markup=False)
+    return Path(fcfg["out"]), twin, {"soft_labels": summary, "teachers": [t.label for t in fold_teachers],
+                                     "twin": str(twin)}
+
+
+def write_report(work: Path, report: dict, names) -> None:
+    work.mkdir(parents=True, exist_ok=True)
+    atomic_write(work / "oof_report.json", lambda p: p.write_text(json.dumps(report, indent=1)))
+    md = report_markdown(report["rows"], names)
+    if report.get("protocol"):
+        md = f"Protocol: {report['protocol']}\n\n" + md
+    for line in report.get("excluded_families", []):
+        md += f"\n{line}\n"
+    atomic_write(work / "oof_report.md", lambda p: p.write_text(md))
+    console.print(f"OOF report: {work / 'oof_report.md'}, {work / 'oof_report.json'}", markup=False)

@@ -1,0 +1,60 @@
+"""Training a student against soft labels, and its hard-label twin.
+
+The student's loss is ``kd_weight * T^2 * KL(teacher_T || student_T) + (1 - kd_weight) * (CE + Dice)``.
+Its **twin** is the same recipe (architecture, data, epochs, augmentation, seed) with
+``kd_weight = 0``: the honest baseline that says whether distillation paid. When a teacher run was
+trained with exactly the twin's settings (the student recipe equals a teacher recipe), that run *is*
+the twin and is reused instead of trained again.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+from ..data import Dataset
+from ..losses import kd_loss
+from ..training import fit
+from .soft_labels import SoftLabels
+
+# Keys that do not change what a hard-label run learns (names, outputs, distillation-only settings).
+NOT_TRAINING_KEYS = {"name", "family", "out", "recipe", "teachers", "teacher_folds", "temperature", "kd_weight",
+                     "export", "export_dtype", "family_max_gap", "threads", "device", "save_oof", "folds_file",
+                     "data", "max_steps"}
+
+
+def make_kd_loss(temperature: float, kd_weight: float):
+    """The ``extra_loss`` hook of :func:`workbench.training.fit` for distillation."""
+    def extra(logits, batch, hard):
+        soft = batch["soft"].permute(0, 3, 1, 2).float()
+        return kd_weight * kd_loss(logits, soft, temperature) + (1 - kd_weight) * hard
+    return extra
+
+
+def train_student(cfg: dict, ds: Dataset, train_idx, val_idx, soft: SoftLabels | None, meta_extra: dict) -> dict:
+    """One student run (``soft`` given, ``cfg['kd_weight'] > 0``) or one hard-label run."""
+    if soft is None or cfg["kd_weight"] == 0:
+        return fit(cfg, ds, train_idx, val_idx, meta_extra=meta_extra)
+    missing = [ds.stems[i] for i in train_idx if int(i) not in soft.rows]
+    if missing:
+        raise ValueError(f"soft labels lack {len(missing)} training images, e.g. {missing[:3]}")
+    return fit(cfg, ds, train_idx, val_idx, soft=soft, extra_loss=make_kd_loss(cfg["temperature"], cfg["kd_weight"]),
+               meta_extra=meta_extra)
+
+
+def training_settings(cfg: dict) -> dict:
+    return {k: v for k, v in cfg.items() if k not in NOT_TRAINING_KEYS}
+
+
+def find_twin_run(twin_cfg: dict, candidates: list[Path]) -> Path | None:
+    """A finished run among ``candidates`` whose saved config trains exactly like ``twin_cfg``."""
+    want = training_settings(twin_cfg)
+    for run in candidates:
+        saved = run / "config.yaml"
+        if not (run / "model.safetensors").exists() or not saved.exists():
+            continue
+        have = training_settings(yaml.safe_load(saved.read_text()) or {})
+        if have == want:
+            return run
+    return None
