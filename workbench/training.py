@@ -40,7 +40,8 @@ console = Console()
 MAX_NONFINITE_STEPS = 5  # consecutive non-finite losses/gradients before a run is declared diverged
 
 # Keys that may change between an interrupted run and its resumption.
-RESUMABLE_CHANGES = {"epochs", "threads", "device", "max_steps", "save_oof", "recipe"}
+RESUMABLE_CHANGES = {"epochs", "threads", "device", "max_steps", "save_oof", "recipe",
+                     "export", "export_dtype", "family_max_gap"}  # the last three only matter after training
 
 
 def config_changes(old: dict, new: dict) -> list[str]:
