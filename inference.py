@@ -3,7 +3,7 @@
 
     python3 inference.py --input path/to/test_images --output path/to/predictions
 
-See ``python3 inference.py --help`` and :mod:`workbench.inference_cli` for flags and policies.
+See ``python3 inference.py --help`` and :mod:`workbench.inference.cli` for flags and policies.
 """
 
 import os
@@ -14,7 +14,7 @@ import sys
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from workbench.inference_cli import main  # noqa: E402
+from workbench.inference.cli import main  # noqa: E402
 
 if __name__ == "__main__":
     sys.exit(main())

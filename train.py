@@ -5,6 +5,7 @@ Examples:
     python train.py recipe=unet_effnet fold=3 epochs=12
     python train.py recipe=teacher_fold0 data=../shared/datasets/dsmlr-carparts epochs=1
 Run it again after an interruption: it resumes after the last finished epoch.
+Every key of workbench/core/config.py:DEFAULTS can be given as key=value.
 """
 
 import os
@@ -12,15 +13,19 @@ import sys
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
-from workbench import config  # noqa: E402
-from workbench.cli import fail_cleanly  # noqa: E402
+from workbench.core import config  # noqa: E402
+from workbench.core.cli import fail_cleanly, wants_help  # noqa: E402
 
 
-@fail_cleanly
+@fail_cleanly(interrupted="interrupted; run the same command again to resume")
 def main(argv: list[str]) -> int:
-    from workbench.data import load_dataset
-    from workbench.folds import split_for
-    from workbench.training import console, fit
+    if wants_help(argv):
+        print(__doc__)
+        return 0
+    from workbench.core.console import console
+    from workbench.data.dataset import load_dataset
+    from workbench.data.folds import split_for
+    from workbench.training import fit
 
     cfg = config.resolve(argv)
     console.rule(f"recipe {cfg['recipe'] or '(defaults)'}")

@@ -5,6 +5,10 @@
     python -m analysis.compare   --a DIR --b DIR --gt DIR --images DIR --out report_cmp/ --names "TTA on" "TTA off"
     python -m analysis.error_map --image X.jpg --gt X.png --pred X.png --out panel.png
 
-The logic lives in the library (workbench.errors, .visualize, .charts, .sources, .evaluation,
-.reporting); these scripts only parse arguments.
+    python -m analysis.campaign_summary
+    python analysis/benchmark_inference.py
+
+The logic lives in the library (workbench.evaluation: sources, scoring, error kinds, flip
+consistency; workbench.reports: panels, charts, HTML/Markdown/JSON pages); these scripts only parse
+arguments.
 """

@@ -1,31 +1,15 @@
-"""Argument helpers shared by the analysis scripts."""
+"""Argument helpers shared by the analysis scripts. Their ``main`` functions are wrapped in
+:func:`workbench.core.cli.fail_cleanly` and parse with :func:`parser` (argument errors included,
+expected problems print one ``error:`` line and exit with 2)."""
 
 from __future__ import annotations
 
 import argparse
-import functools
 import os
-import sys
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from workbench.cli import fail_cleanly  # noqa: E402
-from workbench.sources import AnalysisError  # noqa: E402
-
-
-def main_wrapper(main):
-    """Expected problems (missing folders, wrong schema, ...) print one line and exit with 2."""
-
-    @fail_cleanly
-    @functools.wraps(main)
-    def wrapper(argv=None):
-        try:
-            return main(argv)
-        except AnalysisError as err:
-            print(f"error: {err}", file=sys.stderr)
-            return 2
-
-    return wrapper
+from workbench.core.cli import ArgumentParser  # noqa: E402
 
 
 class Formatter(argparse.RawDescriptionHelpFormatter):
@@ -36,6 +20,11 @@ class Formatter(argparse.RawDescriptionHelpFormatter):
         if action.default not in (None, False, argparse.SUPPRESS) and "default" not in text:
             text += " (default: %(default)s)"
         return text
+
+
+def parser(prog: str, description: str) -> ArgumentParser:
+    """The argument parser of an analysis command (``prog``: how it is run, e.g. python -m analysis.report)."""
+    return ArgumentParser(prog=prog, description=description, formatter_class=Formatter)
 
 
 def add_data_args(p: argparse.ArgumentParser, images_help: str = "folder of the photos (optional; panels show "

@@ -37,11 +37,14 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 import workbench  # noqa: E402,F401
-from workbench.inference_cli import STAGES, build_parser, run  # noqa: E402
-from workbench.modelfile import save_model  # noqa: E402
-from workbench.models import build_model  # noqa: E402
-from workbench.preprocess import normalization_meta  # noqa: E402
-from workbench.schema import load_schema  # noqa: E402
+from workbench.core.cli import ArgumentParser, fail_cleanly  # noqa: E402
+from workbench.core.schema import load_schema  # noqa: E402
+from workbench.data.preprocess import normalization_meta  # noqa: E402
+from workbench.exceptions import InferenceError  # noqa: E402
+from workbench.inference.batch_pipeline import STAGES  # noqa: E402
+from workbench.inference.cli import build_parser, run  # noqa: E402
+from workbench.models.build import build_model  # noqa: E402
+from workbench.models.modelfile import save_model  # noqa: E402
 
 DEFAULT_DATA = REPO.parent / "shared" / "datasets" / "dsmlr-carparts"
 TARGETS = {"test_images, TTA": 0.5, "3000x3264 JPEG, TTA": 1.5}
@@ -75,25 +78,35 @@ def synthetic_scans(folder: Path, source: Path | None, count: int, width: int, h
         cv2.imwrite(str(folder / f"scan{i:02d}.jpg"), noisy, [cv2.IMWRITE_JPEG_QUALITY, 92])
 
 
+def scan_size(text: str) -> tuple[int, int]:
+    """``WIDTHxHEIGHT`` -> (width, height)."""
+    try:
+        width, height = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT, e.g. 3000x3264, got {text!r}") from None
+    return width, height
+
+
 def bench(name: str, input_dir: Path, out_dir: Path, weights: Path, extra: list[str]) -> dict:
     args = build_parser().parse_args(["--input", str(input_dir), "--output", str(out_dir),
                                       "--weights", str(weights), "--quiet", *extra])
     stats = run(args)
     if stats.failures:
-        raise SystemExit(f"{name}: {len(stats.failures)} images failed: {stats.failures[:3]}")
+        raise InferenceError(f"{name}: {len(stats.failures)} images failed: {stats.failures[:3]}")
     n = stats.written
     return {"name": name, "n": n, "s_per_image": stats.seconds / n,
             **{stage: 1000 * stats.stage_seconds[stage] / n for stage in STAGES}}
 
 
+@fail_cleanly
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p = ArgumentParser(prog="analysis/benchmark_inference.py", description=__doc__.split("\n\n")[0])
     p.add_argument("--weights", type=Path, default=REPO / "weights" / "student.safetensors",
                    help="model file (default: the shipped student; a random lite2 UNet if it does not exist)")
     p.add_argument("--data", type=Path, default=DEFAULT_DATA, help="DSMLR dataset folder (with test_images/)")
     p.add_argument("--limit", type=int, default=None, help="use only the first N test images")
     p.add_argument("--big", type=int, default=5, help="number of synthetic scans")
-    p.add_argument("--big-size", default="3000x3264", help="WIDTHxHEIGHT of the synthetic scans")
+    p.add_argument("--big-size", type=scan_size, default="3000x3264", help="WIDTHxHEIGHT of the synthetic scans")
     p.add_argument("--threads", type=int, help="passed to inference.py (default: its own)")
     p.add_argument("--workers", type=int, help="passed to inference.py (default: its own)")
     p.add_argument("--batch-size", type=int, help="passed to inference.py (default: its own)")
@@ -101,9 +114,8 @@ def main(argv: list[str] | None = None) -> int:
 
     test_dir = args.data / "test_images"
     if not test_dir.is_dir():
-        print(f"error: {test_dir} not found (pass --data)", file=sys.stderr)
-        return 2
-    width, height = (int(v) for v in args.big_size.lower().split("x"))
+        raise FileNotFoundError(f"{test_dir} not found (pass --data)")
+    width, height = args.big_size
     extra = [f"--{k.replace('_', '-')}={v}" for k, v in
              (("threads", args.threads), ("workers", args.workers), ("batch_size", args.batch_size)) if v]
 

@@ -6,9 +6,13 @@ validation mIoU and OOF mIoU (plain / flip TTA), plus the totals, as a Markdown 
 
 from __future__ import annotations
 
-import argparse
 import json
+import os
 from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from workbench.core.cli import ArgumentParser, fail_cleanly  # noqa: E402
 
 
 def collect(runs: Path) -> list[dict]:
@@ -33,8 +37,9 @@ def markdown(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+@fail_cleanly
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p = ArgumentParser(prog="python -m analysis.campaign_summary", description=__doc__.splitlines()[0])
     p.add_argument("--runs", type=Path, default=Path("runs"), help="campaign folder (default: runs)")
     args = p.parse_args(argv)
     rows = collect(args.runs)

@@ -18,11 +18,12 @@ from __future__ import annotations
 import argparse
 import sys
 
-from analysis._cli import Formatter, add_data_args, add_run_args, main_wrapper, progress
+from analysis._cli import add_data_args, add_run_args, parser, progress
+from workbench.core.cli import fail_cleanly
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m analysis.compare", description=__doc__, formatter_class=Formatter)
+    p = parser("python -m analysis.compare", __doc__)
     p.add_argument("--a", required=True, metavar="DIR", help="first predictions folder or run folder (the baseline)")
     p.add_argument("--b", required=True, metavar="DIR", help="second predictions folder or run folder")
     p.add_argument("--names", nargs=2, metavar=("A", "B"), help="labels of the two (default: folder names)")
@@ -39,14 +40,16 @@ def parse_args(argv=None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-@main_wrapper
+@fail_cleanly
 def main(argv=None) -> int:
     args = parse_args(argv)
     from pathlib import Path
 
-    from workbench.evaluation import evaluate
-    from workbench.reporting import print_comparison, write_comparison
-    from workbench.sources import AnalysisError, open_source, resolve_schema
+    from workbench.evaluation.evaluate import evaluate
+    from workbench.evaluation.sources import open_source, resolve_schema
+    from workbench.exceptions import AnalysisError
+    from workbench.reports.comparison import write_comparison
+    from workbench.reports.console import print_comparison
 
     names = tuple(args.names) if args.names else (Path(args.a).name or "A", Path(args.b).name or "B")
     if names[0] == names[1]:

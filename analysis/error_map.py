@@ -17,11 +17,12 @@ import argparse
 import sys
 from pathlib import Path
 
-from analysis._cli import Formatter, add_run_args, main_wrapper, progress
+from analysis._cli import add_run_args, parser, progress
+from workbench.core.cli import fail_cleanly
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m analysis.error_map", description=__doc__, formatter_class=Formatter)
+    p = parser("python -m analysis.error_map", __doc__)
     p.add_argument("--pred", metavar="PATH", help="predicted mask file, or folder of them")
     p.add_argument("--oof", metavar="RUN", help="training run folder (instead of --pred); needs --data")
     p.add_argument("--gt", metavar="PATH", help="ground-truth mask file, or folder (default DATA/masks)")
@@ -39,11 +40,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     return args
 
 
-@main_wrapper
+@fail_cleanly
 def main(argv=None) -> int:
     args = parse_args(argv)
-    from workbench import visualize as V
-    from workbench.sources import MASK_EXTS, AnalysisError, open_source, read_image, read_mask, resolve_schema, to_indices
+    from workbench.data.imageio import MASK_EXTS
+    from workbench.evaluation.sources import load_image, load_mask, open_source, resolve_schema
+    from workbench.exceptions import AnalysisError
+    from workbench.reports import panels as V
 
     single = args.pred and (Path(args.pred).is_file() or Path(args.pred).suffix.lower() in MASK_EXTS)
     if single:
@@ -53,9 +56,9 @@ def main(argv=None) -> int:
             if path and not Path(path).is_file():
                 raise FileNotFoundError(f"{opt} {path}: no such file")
         schema = resolve_schema(args.schema, args.data, Path(args.gt).parent)
-        gt = to_indices(read_mask(args.gt), schema, args.gt, strict=False)
-        pred = to_indices(read_mask(args.pred), schema, args.pred, strict=True)
-        image = read_image(args.image) if args.image else None
+        gt = load_mask(args.gt, schema, strict=False)
+        pred = load_mask(args.pred, schema, strict=True)
+        image = load_image(args.image) if args.image else None
         panel = V.error_panel(image, gt, pred, schema, title=Path(args.pred).stem, tile=args.tile)
         out = Path(args.out)
         if out.suffix.lower() != ".png":

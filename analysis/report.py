@@ -18,11 +18,12 @@ import argparse
 import sys
 from pathlib import Path
 
-from analysis._cli import Formatter, add_data_args, add_run_args, main_wrapper, progress
+from analysis._cli import add_data_args, add_run_args, parser, progress
+from workbench.core.cli import fail_cleanly
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m analysis.report", description=__doc__, formatter_class=Formatter)
+    p = parser("python -m analysis.report", __doc__)
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--pred", metavar="DIR", help="folder of predicted masks (class values)")
     src.add_argument("--oof", metavar="RUN", help="training run folder (runs/<name>) or one fold folder")
@@ -44,12 +45,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-@main_wrapper
+@fail_cleanly
 def main(argv=None) -> int:
     args = parse_args(argv)
-    from workbench.evaluation import evaluate
-    from workbench.reporting import print_summary, write_report
-    from workbench.sources import open_source, resolve_schema
+    from workbench.evaluation.evaluate import evaluate
+    from workbench.evaluation.sources import open_source, resolve_schema
+    from workbench.reports.console import print_summary
+    from workbench.reports.report import write_report
 
     schema = resolve_schema(args.schema, args.data, args.gt) if args.pred else None
     source = open_source(args.pred or args.oof, gt=args.gt, images=args.images, data=args.data, schema=schema,
@@ -65,26 +67,24 @@ def main(argv=None) -> int:
 
 
 def measure_flip(ev, source, stems, args) -> None:
+    """Flip consistency of ``--model`` on the photos of (up to ``--flip-images``) scored images."""
     import torch
 
-    from workbench import errors as E
-    from workbench.evaluation import FlipCounts, flip_consistency, model_scores_fn
-    from workbench.modelfile import load_model
-    from workbench.sources import AnalysisError
+    from workbench.evaluation import error_kinds as E
+    from workbench.evaluation.flip_consistency import model_flip_counts
+    from workbench.exceptions import AnalysisError
+    from workbench.models.modelfile import load_model
 
     device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
     model, meta = load_model(args.model, device)
-    if tuple(meta["schema"]["classes"][i]["name"] for i in range(len(meta["schema"]["classes"]))) != ev.schema.names:
+    if tuple(c["name"] for c in meta["schema"]["classes"]) != ev.schema.names:
         raise AnalysisError(f"{args.model}: its classes differ from the predictions' schema")
     picked = [s for s in stems if source.image(s) is not None][: args.flip_images] if hasattr(source, "image") else []
     if not picked:
         raise AnalysisError("--model needs the photos: pass --images (or --data)")
-    counts = FlipCounts()
     images = (source.image(s) for s in progress("flip consistency")(picked))
-    flip_consistency(model_scores_fn(model, meta, device), images, ev.schema.flip_permutation,
-                     background=E.background_index(ev.schema), counts=counts,
-                     orientation=E.orientation_table(ev.schema))
-    ev.flip = counts
+    ev.flip = model_flip_counts(model, meta, images, device, background=E.background_index(ev.schema),
+                                orientation=E.orientation_table(ev.schema))
     ev.flip_source = f"{Path(args.model).name} run on {len(picked)} images and their mirrors"
 
 

@@ -13,10 +13,10 @@ import pytest  # noqa: E402
 import torch  # noqa: E402
 
 import workbench  # noqa: E402,F401  (import guard before timm / smp)
-from workbench.modelfile import save_model  # noqa: E402
-from workbench.models import build_model  # noqa: E402
-from workbench.preprocess import normalization_meta  # noqa: E402
-from workbench.schema import DEFAULT_SCHEMA, ClassSchema, load_schema  # noqa: E402
+from workbench.core.schema import DEFAULT_SCHEMA, ClassSchema, load_schema  # noqa: E402
+from workbench.data.preprocess import normalization_meta  # noqa: E402
+from workbench.models.build import build_model  # noqa: E402
+from workbench.models.modelfile import save_model  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 DSMLR = REPO.parent / "shared" / "datasets" / "dsmlr-carparts"

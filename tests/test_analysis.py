@@ -14,16 +14,21 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+import torch
+import torch.nn.functional as F
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from workbench import errors as E  # noqa: E402
-from workbench import visualize as V  # noqa: E402
-from workbench.evaluation import FlipCounts, evaluate, flip_consistency, unflip_labels  # noqa: E402
-from workbench.metrics import confusion_matrix, iou_per_class, mean_iou  # noqa: E402
-from workbench.oof import save_oof, to_uint8  # noqa: E402
-from workbench.schema import ClassSchema  # noqa: E402
-from workbench.sources import FolderSource, OOFSource, probs_to_labels  # noqa: E402
+from workbench.core.schema import ClassSchema  # noqa: E402
+from workbench.data.preprocess import normalization_meta  # noqa: E402
+from workbench.evaluation import error_kinds as E  # noqa: E402
+from workbench.evaluation.evaluate import evaluate  # noqa: E402
+from workbench.evaluation.flip_consistency import FlipCounts, model_flip_counts  # noqa: E402
+from workbench.evaluation.metrics import confusion_matrix, iou_per_class, mean_iou  # noqa: E402
+from workbench.evaluation.sources import FolderSource, OOFSource  # noqa: E402
+from workbench.inference.postprocess import probs_to_labels  # noqa: E402
+from workbench.reports import panels as V  # noqa: E402
+from workbench.training.oof import save_oof, to_uint8  # noqa: E402
 
 # background, a left/right pair, their front/back counterparts (orientation pairs too), one single class
 SCHEMA = ClassSchema(
@@ -101,39 +106,38 @@ def test_prediction_values_outside_schema_are_an_error(tmp_path):
 
 # ---------------------------------------------------------------------------------- flip consistency
 
-def _bright_halves_model(equivariant: bool):
+class BrightHalves(torch.nn.Module):
     """Bright pixels are doors: left door in the image's left half, right door in the right half
-    (flip-equivariant up to the pair permutation) - or always the left door (not equivariant)."""
-    def fn(image: np.ndarray) -> np.ndarray:
-        h, w = image.shape[:2]
-        bright = image.mean(-1) > 127
-        labels = np.full((h, w), BG)
+    (flip-equivariant up to the pair permutation) - or always the left door (not equivariant).
+    Expects ``unit`` normalisation (x / 255)."""
+
+    def __init__(self, equivariant: bool):
+        super().__init__()
+        self.equivariant = equivariant
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        n, _, h, w = x.shape
+        bright = x.mean(1) > 127 / 255
+        labels = torch.full((n, h, w), BG, dtype=torch.long)
         labels[bright] = FL
-        if equivariant:
-            right = np.zeros((h, w), bool)
+        if self.equivariant:
+            right = torch.zeros((h, w), dtype=torch.bool)
             right[:, w // 2:] = True
             labels[bright & right] = FR
-        return np.eye(SCHEMA.num_classes, dtype=np.float32)[labels].transpose(2, 0, 1)
-    return fn
+        return 10.0 * F.one_hot(labels, SCHEMA.num_classes).permute(0, 3, 1, 2).float()
 
 
-def test_flip_consistency_synthetic_models():
+def test_flip_consistency_of_synthetic_models():
     rng = np.random.default_rng(0)
     images = [(rng.random((16, 24, 3)) * 255).astype(np.uint8) for _ in range(3)]
-    perm = SCHEMA.flip_permutation
-    assert flip_consistency(_bright_halves_model(True), images, perm) == pytest.approx(1.0)
-    counts = FlipCounts()
-    score = flip_consistency(_bright_halves_model(False), images, perm, background=BG, counts=counts,
-                             orientation=E.orientation_table(SCHEMA))
-    assert score < 0.8
+    meta = {"input_size": [16, 24], "normalization": normalization_meta("unit"), "schema": SCHEMA.to_dict()}
+    assert model_flip_counts(BrightHalves(True), meta, images).score == pytest.approx(1.0)
+    counts = model_flip_counts(BrightHalves(False), meta, images, background=BG,
+                               orientation=E.orientation_table(SCHEMA))
+    assert counts.score < 0.8
     assert counts.part_score == pytest.approx(0.0)          # every door pixel disagrees ...
     assert counts.orientation_share == pytest.approx(1.0)   # ... as a left/right swap
-    # label un-flipping matches the probability version (tta.unflip_probs)
-    import torch
-
-    from workbench.tta import unflip_probs
-    probs = torch.rand(1, SCHEMA.num_classes, 5, 7)
-    assert (unflip_labels(probs[0].argmax(0).numpy(), perm) == unflip_probs(probs, perm)[0].argmax(0).numpy()).all()
+    assert isinstance(counts, FlipCounts)
 
 
 # ------------------------------------------------------------------------------ synthetic dataset
@@ -290,7 +294,7 @@ def test_error_map_single_panel_and_help(dataset, tmp_path, capsys):
 
 
 def test_palette_distinct_and_pairs_related():
-    from workbench.schema import load_schema
+    from workbench.core.schema import load_schema
     for schema in (SCHEMA, load_schema(Path("/nonexistent"))):
         pal = V.class_palette(schema)
         assert len({tuple(c) for c in pal}) == schema.num_classes

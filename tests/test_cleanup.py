@@ -7,9 +7,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from workbench.postprocess import cleanup, min_area_by_index, suppress_small_components, upsample_argmax
-from workbench.predictor import Predictor
-from workbench.schema import DEFAULT_SCHEMA
+from workbench.core.schema import DEFAULT_SCHEMA
+from workbench.inference.postprocess import cleanup, min_area_by_index, probs_to_labels, suppress_small_components
+from workbench.inference.predictor import Predictor
 
 
 def blob_probs(size=20, num_classes=4):
@@ -98,12 +98,12 @@ def smooth_probs(num_classes, h, w, seed=0):
 
 @pytest.mark.parametrize("low,size", [((16, 16), (61, 47)), ((16, 12), (16, 12)), ((16, 16), (7, 9)),
                                       ((16, 16), (1, 1)), ((8, 8), (200, 3))])
-def test_upsample_argmax_matches_full_interpolation(low, size):
+def test_probs_to_labels_matches_full_interpolation(low, size):
     probs = smooth_probs(6, *low)
     expected = F.interpolate(torch.from_numpy(probs)[None], size=size, mode="bilinear",
                              align_corners=False)[0].argmax(0).numpy()
     for strip in (1 << 21, 50):  # one strip, and strips of a few rows
-        got = upsample_argmax(probs, size, max_strip_pixels=strip)
+        got = probs_to_labels(probs, size, max_strip_pixels=strip)
         assert got.dtype == np.uint8 and got.shape == size
         assert (got == expected).mean() > 0.999  # float rounding may flip an exact tie
 
@@ -120,7 +120,7 @@ def test_suppressed_probabilities_carry_the_cleanup():
     same = cleaned == probs.argmax(0)
     assert (suppressed[:, same] == probs[:, same]).all()
     # upsampled, the dropped components do not come back
-    big = upsample_argmax(suppressed, (400, 300))
+    big = probs_to_labels(suppressed, (400, 300))
     for c in range(6):
         if not (cleaned == c).any():
             assert not (big == c).any()

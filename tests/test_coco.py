@@ -7,10 +7,10 @@ import cv2
 import numpy as np
 import pytest
 
-from workbench.coco import (CocoError, category_values, decode_rle, import_coco, infer_hflip_pairs,
+from workbench.data.coco import (CocoError, category_values, decode_rle, import_coco, infer_hflip_pairs,
                             main, rasterize)
-from workbench.data import load_dataset
-from workbench.schema import load_schema
+from workbench.core.schema import load_schema
+from workbench.data.dataset import load_dataset
 
 DSMLR = Path(__file__).resolve().parents[1] / ".." / "shared" / "datasets" / "dsmlr-carparts"
 
@@ -245,5 +245,7 @@ def test_cli_errors(tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         main(["--help"])
     assert e.value.code == 0 and "--background-category" in capsys.readouterr().out
-    with pytest.raises(SystemExit):
-        main(["--coco", "x", "--images", "y", "--out", "z", "--copy", "--link"])
+    # a bad argument is one error line and exit status 2, like every other expected problem
+    assert main(["--coco", "x", "--images", "y", "--out", "z", "--copy", "--link"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("error:") == 1 and "not allowed with argument --copy" in err

@@ -1,6 +1,6 @@
 import pytest
 
-from workbench import config
+from workbench.core import config
 
 
 def test_teacher_fold0_resolves_with_defaults():
@@ -10,7 +10,7 @@ def test_teacher_fold0_resolves_with_defaults():
 
 
 def test_overrides_are_typed():
-    cfg = config.resolve(["recipe=teacher_fold0", "epochs=3", "lr=0.01", "image_size=128", "fold=2",
+    cfg = config.resolve(["recipe=teacher_fold0", "epochs=3", "lr=0.01", "image_size=128", "crop_size=0", "fold=2",
                           "batch_size=4", "arch=fpn", "encoder=tf_efficientnet_lite0", "data=/x", "out=/tmp/o"])
     assert (cfg["epochs"], cfg["lr"], cfg["image_size"], cfg["fold"]) == (3, 0.01, 128, 2)
     assert (cfg["arch"], cfg["data"], cfg["out"]) == ("fpn", "/x", "/tmp/o")

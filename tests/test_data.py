@@ -4,8 +4,9 @@ import cv2
 import numpy as np
 import pytest
 
-from workbench.data import DatasetError, load_dataset
-from workbench.folds import get_folds, make_folds
+from workbench.data.dataset import load_dataset
+from workbench.data.folds import get_folds, make_folds
+from workbench.exceptions import DatasetError
 
 
 def problems_of(path):
@@ -85,7 +86,7 @@ def test_folds_are_deterministic_stratified_and_written_once(tiny_data, tmp_path
 
 
 def test_dsmlr_folds_spread_every_class(dsmlr):
-    from workbench.schema import load_schema
+    from workbench.core.schema import load_schema
     schema = load_schema(dsmlr)
     stems = sorted(p.stem for p in (dsmlr / "masks").glob("*.png"))
     masks = [schema.value_to_index[cv2.imread(str(dsmlr / "masks" / f"{s}.png"), cv2.IMREAD_UNCHANGED)[::8, ::8]]

@@ -7,8 +7,9 @@ import timm
 import torch
 
 import workbench  # noqa: F401
-from workbench.encoders import EncoderWeightsError, lite_package_file, map_in_order, pretrained_state_dict
-from workbench.models import build_model
+from workbench.exceptions import EncoderWeightsError
+from workbench.models.build import build_model
+from workbench.models.encoders import lite_package_file, map_in_order, pretrained_state_dict
 
 
 @pytest.mark.parametrize("name", ["tf_efficientnet_lite0", "tf_efficientnet_lite1", "tf_efficientnet_lite2"])
@@ -59,7 +60,7 @@ def test_no_offline_weights_fail_fast_and_clear(monkeypatch):
 
 def test_unreachable_hub_fails_fast(monkeypatch):
     """Without HF_HUB_OFFLINE, an unreachable hub is detected by a short connect timeout."""
-    import workbench.encoders as enc
+    import workbench.models.encoders as enc
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     monkeypatch.setattr(enc, "HUB_URL", "https://10.255.255.1/{name}")  # blackhole address
     t = time.time()

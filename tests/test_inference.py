@@ -13,9 +13,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from workbench.imageio import ImageReadError, decode_image, read_image
-from workbench.inference_cli import main
-from workbench.schema import DEFAULT_SCHEMA
+from workbench.core.schema import DEFAULT_SCHEMA
+from workbench.data.imageio import decode_image, read_image
+from workbench.exceptions import ImageReadError
+from workbench.inference.cli import main
 
 REPO = Path(__file__).resolve().parent.parent
 DSMLR = REPO.parent / "shared" / "datasets" / "dsmlr-carparts"

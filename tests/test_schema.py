@@ -3,7 +3,7 @@ import json
 import numpy as np
 import pytest
 
-from workbench.schema import DEFAULT_SCHEMA, ClassSchema, load_schema
+from workbench.core.schema import DEFAULT_SCHEMA, ClassSchema, load_schema
 
 
 def test_default_schema_when_no_classes_json(tmp_path):

@@ -9,12 +9,13 @@ import pytest
 import torch
 
 from conftest import REPO, tiny_overrides
-from workbench import config
-from workbench.data import load_dataset
-from workbench.folds import split_for
-from workbench.modelfile import ModelFileError, load_model, read_metadata
-from workbench.oof import load_oof
+from workbench.core import config
+from workbench.data.dataset import load_dataset
+from workbench.data.folds import split_for
+from workbench.exceptions import ConfigError, ModelFileError
+from workbench.models.modelfile import load_model, read_metadata
 from workbench.training import fit
+from workbench.training.oof import load_oof
 
 
 def run_fit(args):
@@ -86,7 +87,7 @@ def test_resume_after_interruption_matches_uninterrupted(tiny_data, tmp_path, mo
 
 def test_resume_refuses_a_different_config(tiny_data, tmp_path):
     run_fit(tiny_overrides(tiny_data, tmp_path / "r", max_steps=1))
-    with pytest.raises(config.ConfigError, match="different config"):
+    with pytest.raises(ConfigError, match="different config"):
         run_fit(tiny_overrides(tiny_data, tmp_path / "r", max_steps=1, lr=0.5))
 
 

@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from workbench.modelfile import ModelFileError
-from workbench.predictor import Predictor
-from workbench.preprocess import to_tensor
-from workbench.schema import DEFAULT_SCHEMA, ClassSchema
-from workbench.tta import predict_probs
+from workbench.core.schema import DEFAULT_SCHEMA, ClassSchema
+from workbench.data.preprocess import to_tensor
+from workbench.exceptions import ModelFileError
+from workbench.inference.predictor import Predictor
+from workbench.inference.tta import flip_tta
 
 # Class order chosen so that the pair is not (1, 2): the permutation must come from the names.
 LR_SCHEMA = ClassSchema(names=("right_mirror", "background", "left_mirror"), values=(10, 0, 20),
@@ -64,9 +64,9 @@ def test_tta_with_schema_permutation_matches_unflipped_output():
     x = torch.randn(2, 3, 16, 24)
     model = OrientedModel()
     plain = model(x).softmax(1)
-    tta = predict_probs(model, x, LR_SCHEMA.flip_permutation, tta=True)
+    tta = flip_tta(model, x, LR_SCHEMA.flip_permutation)
     assert torch.allclose(tta, plain, atol=1e-6)
-    wrong = predict_probs(model, x, np.arange(3), tta=True)  # identity: left and right get mixed up
+    wrong = flip_tta(model, x, np.arange(3))  # identity: left and right get mixed up
     assert (wrong - plain).abs().max() > 0.05
 
 

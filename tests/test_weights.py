@@ -5,10 +5,10 @@ import cv2
 import numpy as np
 
 from conftest import REPO
-from workbench.metrics import confusion_matrix, iou_per_class
-from workbench.modelfile import read_metadata
-from workbench.predictor import Predictor
-from workbench.schema import load_schema
+from workbench.core.schema import load_schema
+from workbench.evaluation.metrics import confusion_matrix, iou_per_class
+from workbench.inference.predictor import Predictor
+from workbench.models.modelfile import read_metadata
 
 WEIGHTS = REPO / "weights" / "student.safetensors"
 # Set from the measured numbers: see README, Results (mIoU of the shipped student on these 8 images).

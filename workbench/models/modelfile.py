@@ -1,0 +1,93 @@
+"""Model files: safetensors weights plus JSON metadata, loaded without pickle.
+
+The metadata holds everything needed to use the model with no other file: architecture, encoder,
+class schema, input size, normalisation, TTA and cleanup settings, provenance and metrics.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import load_file, save_file
+
+from ..core.atomic import atomic_write
+from ..core.schema import ClassSchema
+from ..data.preprocess import normalization_meta
+from ..exceptions import ModelFileError
+from .build import build_model
+
+META_KEY = "carparts"
+REQUIRED = ("arch", "encoder", "schema", "input_size", "normalization")
+
+
+def model_metadata(cfg: dict, schema: ClassSchema) -> dict:
+    """The metadata a training run writes for its model: what inference needs (architecture,
+    encoder, schema, input size, normalisation, TTA and cleanup settings) and where it came from."""
+    return {
+        "arch": cfg["arch"], "encoder": cfg["encoder"], "decoder_channels": list(cfg.get("decoder_channels") or []),
+        "schema": schema.to_dict(),
+        "input_size": [cfg["image_size"], cfg["image_size"]],
+        "normalization": normalization_meta(cfg["normalization"]), "resize": "squash",
+        "tta": {"hflip": True, "scales": [1.0]}, "cleanup": {"enabled": False, "min_area": {}},
+        "name": cfg["name"], "family": cfg["family"], "fold": cfg["fold"], "recipe": cfg,
+    }
+
+
+def save_model(path: str | Path, model: torch.nn.Module, meta: dict, dtype: torch.dtype | None = None) -> int:
+    """Write ``model``'s weights and ``meta`` to ``path``; returns the file size in bytes."""
+    missing = [k for k in REQUIRED if k not in meta]
+    if missing:
+        raise ValueError(f"model metadata lacks {missing}")
+    state = {}
+    for k, v in model.state_dict().items():
+        v = v.detach().cpu()
+        if dtype is not None and v.is_floating_point():
+            v = v.to(dtype)
+        state[k] = v.contiguous()
+    meta = dict(meta, weights_dtype=str(dtype or "float32").replace("torch.", ""))
+    atomic_write(path, lambda tmp: save_file(state, str(tmp), metadata={META_KEY: json.dumps(meta)}))
+    return Path(path).stat().st_size
+
+
+def read_metadata(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise ModelFileError(f"model file not found: {path}")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            raw = (f.metadata() or {}).get(META_KEY)
+    except (SafetensorError, OSError, ValueError) as err:
+        raise ModelFileError(f"{path} is not a readable safetensors model file: {err}") from err
+    if raw is None:
+        raise ModelFileError(f"{path} has no '{META_KEY}' metadata: not a carparts model file")
+    try:
+        meta = json.loads(raw)
+    except ValueError as err:
+        raise ModelFileError(f"{path}: invalid model metadata: {err}") from err
+    if not isinstance(meta, dict):
+        raise ModelFileError(f"{path}: invalid model metadata: expected a JSON object")
+    missing = [k for k in REQUIRED if k not in meta]
+    if missing:
+        raise ModelFileError(f"{path}: metadata lacks {missing}")
+    return meta
+
+
+def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, dict]:
+    """Rebuild the model described by the file's metadata and load its weights (float32, eval mode)."""
+    meta = read_metadata(path)
+    try:
+        schema = ClassSchema.from_dict(meta["schema"])
+        model = build_model(meta["arch"], meta["encoder"], schema.num_classes, encoder_weights=None,
+                            decoder_channels=meta.get("decoder_channels") or None)
+    except (ValueError, KeyError, TypeError) as err:  # bad schema, unknown architecture or encoder
+        raise ModelFileError(f"{path}: invalid model metadata: {err}") from err
+    try:
+        state = load_file(str(path))
+        state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
+        model.load_state_dict(state)
+    except (SafetensorError, RuntimeError, OSError) as err:
+        raise ModelFileError(f"{path}: weights do not match {meta['arch']}/{meta['encoder']}: {err}") from err
+    return model.to(device).eval(), meta

@@ -1,0 +1,284 @@
+"""The training loop shared by teachers (train.py) and the distilled student (distill.py).
+
+A :class:`Trainer` trains one model on the in-RAM dataset, phase by phase (as nnU-Net's trainer):
+
+    build()          model, augmented data loader, AdamW with warm-up + cosine schedule, loss
+    resume()         continue after the last finished epoch of ``<out>/last.pt`` (if any)
+    train_epoch(e)   one pass over the training images, every random stream re-seeded for epoch e
+    validate(rec)    mIoU of the held-out fold at the masks' own resolution
+    end_epoch(rec)   keep the best weights, checkpoint atomically, rewrite metrics.json
+    export_oof()     plain and mirrored probabilities of the held-out fold (flip TTA), for
+                     distillation and analysis
+    export_model()   the best weights as a model file with metadata
+
+:meth:`Trainer.fit` runs them in that order; kill it and run the same command: it resumes after the
+last finished epoch and ends as an uninterrupted run would. :func:`fit` is the one-call form.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import random
+import time
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import torch
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from ..core import config as config_mod
+from ..core.console import console
+from ..core.runtime import autocast, resolve_device
+from ..data.augment import build_train_transform
+from ..data.dataset import Dataset
+from ..data.preprocess import normalization_meta, to_tensor
+from ..evaluation.metrics import confusion_from_probs, iou_per_class
+from ..exceptions import TrainingDivergedError
+from ..inference import tta
+from ..models.build import build_model, count_parameters, parameter_groups
+from ..models.modelfile import model_metadata, save_model
+from . import checkpoint
+from .array_dataset import ArrayDataset, RowSubset
+from .history import epoch_line, run_metrics, validation_table, write_metrics
+from .losses import SegLoss
+from .oof import save_oof, to_uint8
+
+MAX_NONFINITE_STEPS = 5  # consecutive non-finite losses/gradients before a run is declared diverged
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def warmup_cosine(step: int, total: int, warmup: int) -> float:
+    if step < warmup:
+        return (step + 1) / max(1, warmup)
+    progress = (step - warmup) / max(1, total - warmup)
+    return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
+class Trainer:
+    """One training run of the resolved config ``cfg`` on ``ds`` (train on ``train_idx``, validate
+    and export OOF predictions on ``val_idx``; empty: train on everything, keep the last epoch).
+
+    ``soft`` (N, S, S, C) soft labels (indexable by dataset row) and ``extra_loss(logits, batch,
+    hard_loss) -> loss`` let distillation reuse the loop; ``meta_extra`` is added to the model file's
+    metadata.
+    """
+
+    def __init__(self, cfg: dict, ds: Dataset, train_idx, val_idx, soft=None, extra_loss: Callable | None = None,
+                 meta_extra: dict | None = None):
+        self.cfg, self.ds = cfg, ds
+        self.train_idx, self.val_idx = np.asarray(train_idx), np.asarray(val_idx)
+        self.soft, self.extra_loss, self.meta_extra = soft, extra_loss, meta_extra or {}
+        self.out = Path(cfg["out"])
+        self.schema = ds.schema
+        self.norm = normalization_meta(cfg["normalization"])
+        self.stop = False  # set when max_steps is reached
+
+    # ------------------------------------------------------------------------------------ the run
+    def fit(self) -> dict:
+        """Train (or resume) to the end; returns the metrics also written to ``<out>/metrics.json``."""
+        self.build()
+        done = self.resume()
+        if done is not None:
+            return done
+        for epoch in range(self.state["epoch"] + 1, self.cfg["epochs"] + 1):
+            record = self.train_epoch(epoch)
+            if len(self.val_idx):
+                self.validate(record)
+            self.end_epoch(record)
+            if self.stop:
+                break
+        return self.finish()
+
+    # ------------------------------------------------------------------------------- the phases
+    def build(self) -> None:
+        """Model, data loader, optimiser, schedule and loss, seeded from ``cfg['seed']``."""
+        cfg = self.cfg
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.device = resolve_device(cfg["device"])
+        if cfg["threads"] > 0:
+            torch.set_num_threads(cfg["threads"])
+        seed_everything(cfg["seed"])
+        model = build_model(cfg["arch"], cfg["encoder"], self.schema.num_classes, cfg["encoder_weights"],
+                            cfg["decoder_channels"]).to(self.device)
+        self.model = model.to(memory_format=torch.channels_last)
+        self.n_params = count_parameters(self.model)
+        console.print(f"[b]{cfg['name']}[/b] fold {cfg['fold']}: {cfg['arch']} / {cfg['encoder']} "
+                      f"({self.n_params / 1e6:.2f} M parameters, {self.n_params * 4 / 2**20:.1f} MB fp32), "
+                      f"{len(self.train_idx)} train / {len(self.val_idx)} val images at {cfg['image_size']} px"
+                      + (f" (training on {cfg['crop_size']} px crops)" if cfg["crop_size"] else "")
+                      + f" on {self.device}")
+
+        ds, idx = self.ds, self.train_idx
+        self.train_set = ArrayDataset(ds.images[idx], ds.masks[idx],
+                                      build_train_transform(cfg["augment"], self.schema.flip_permutation,
+                                                            cfg["crop_size"]),
+                                      None if self.soft is None else RowSubset(self.soft, idx))
+        self.generator = torch.Generator().manual_seed(cfg["seed"])
+        self.loader = torch.utils.data.DataLoader(self.train_set, batch_size=cfg["batch_size"], shuffle=True,
+                                                  drop_last=len(self.train_set) > cfg["batch_size"],
+                                                  generator=self.generator)
+        self.steps_per_epoch = len(self.loader)
+        total, warmup = self.steps_per_epoch * cfg["epochs"], int(cfg["warmup_epochs"] * self.steps_per_epoch)
+        self.optimizer = torch.optim.AdamW(parameter_groups(self.model, cfg["lr"], cfg["decoder_lr_mult"]),
+                                           lr=cfg["lr"], weight_decay=cfg["weight_decay"])
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda s: warmup_cosine(s, total, warmup))
+        self.seg_loss = SegLoss(cfg["loss"], self.schema.num_classes, cfg["dice_weight"])
+
+    def resume(self) -> dict | None:
+        """Load ``<out>/last.pt`` if there is one (refused if its config differs in a key that matters);
+        returns the final metrics if that run had already finished, else None."""
+        self.state = checkpoint.new_state()
+        ckpt = checkpoint.load_checkpoint(self.out, self.cfg)
+        if ckpt is not None:
+            self.model.load_state_dict(ckpt["model"])
+            self.optimizer.load_state_dict(ckpt["optimizer"])
+            self.scheduler.load_state_dict(ckpt["scheduler"])
+            self.state = ckpt["state"]
+            done = self.out / "metrics.json"
+            if self.state["epoch"] >= self.cfg["epochs"] and done.exists() and json.loads(done.read_text()).get("finished"):
+                console.print(f"{self.out} already finished {self.state['epoch']} epochs; nothing to do")
+                return json.loads(done.read_text())
+            console.print(f"resuming from {self.out / checkpoint.LAST} after epoch {self.state['epoch']}")
+        (self.out / "config.yaml").write_text(config_mod.dump(self.cfg))
+        self.best_state = checkpoint.load_best(self.out) or copy.deepcopy(self.model.state_dict())
+        self.meta = dict(model_metadata(self.cfg, self.schema), **self.meta_extra)
+        return None
+
+    def train_epoch(self, epoch: int) -> dict:
+        """One pass over the training images; returns the epoch's record (loss, lr, speed)."""
+        cfg, state = self.cfg, self.state
+        # Every random stream is re-seeded per epoch, so a resumed run repeats the interrupted epoch exactly.
+        epoch_seed = cfg["seed"] * 1000 + epoch
+        seed_everything(epoch_seed)
+        self.generator.manual_seed(epoch_seed)
+        if self.train_set.transform is not None:
+            self.train_set.transform.set_random_seed(epoch_seed)
+        self.model.train()
+        t0, losses, bad_steps, n_seen = time.time(), [], 0, 0
+        with Progress(TextColumn(f"epoch {epoch}/{cfg['epochs']}"), BarColumn(), MofNCompleteColumn(),
+                      TextColumn("loss {task.fields[loss]:.4f}"), TimeElapsedColumn(), TimeRemainingColumn(),
+                      console=console, transient=True) as progress:
+            task = progress.add_task("train", total=self.steps_per_epoch, loss=float("nan"))
+            for batch in self.loader:
+                loss = self.train_step(batch)
+                if loss is not None:
+                    bad_steps = 0
+                    losses.append(loss)
+                else:  # the update was skipped; stop if it keeps happening
+                    bad_steps += 1
+                    if bad_steps >= MAX_NONFINITE_STEPS:
+                        raise TrainingDivergedError(
+                            f"{self.out}: training diverged at epoch {epoch}, step {state['step'] + 1}: loss or "
+                            f"gradient not finite for {bad_steps} steps in a row (lr={cfg['lr']}). Nothing of this "
+                            f"epoch was saved; lower lr= and start a new out=..., or resume from "
+                            f"{self.out / checkpoint.LAST} (last finished epoch {state['epoch']}).")
+                self.scheduler.step()
+                state["step"] += 1
+                n_seen += len(batch["image"])
+                progress.update(task, advance=1, loss=float(np.mean(losses)) if losses else float("nan"))
+                if cfg["max_steps"] and state["step"] >= cfg["max_steps"]:
+                    self.stop = True
+                    break
+        seconds = time.time() - t0
+        return {"epoch": epoch, "train_loss": float(np.mean(losses)) if losses else float("nan"),
+                "lr": self.scheduler.get_last_lr()[0], "seconds": round(seconds, 1),
+                "images_per_s": round(n_seen / max(seconds, 1e-9), 2)}
+
+    def train_step(self, batch: dict) -> float | None:
+        """One optimiser step on ``batch``; returns its loss, or None when the loss or the gradient
+        was not finite (the update is skipped then)."""
+        device = self.device
+        x = to_tensor(batch["image"], self.norm, device)
+        y = batch["mask"].to(device)
+        with autocast(device, self.cfg["precision"]):
+            logits = self.model(x)
+        loss = self.seg_loss(logits, y)
+        if self.extra_loss is not None:
+            loss = self.extra_loss(logits, {k: v.to(device) for k, v in batch.items()}, loss)
+        self.optimizer.zero_grad(set_to_none=True)
+        finite = bool(torch.isfinite(loss))
+        if finite:
+            loss.backward()
+            grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), float("inf"))
+            finite = bool(torch.isfinite(grad_norm))
+        if not finite:
+            return None
+        self.optimizer.step()
+        return loss.item()
+
+    def validate(self, record: dict) -> None:
+        """Add the held-out fold's mIoU and per-class IoU (no TTA) to the epoch's ``record``."""
+        self.model.eval()
+        probs = tta.predict_arrays(self.model, self.ds.images[self.val_idx], self.norm, self.device,
+                                   precision=self.cfg["precision"])
+        iou = iou_per_class(confusion_from_probs(probs, self.full_masks(), self.schema.num_classes))
+        record.update(val_miou=float(np.nanmean(iou)), val_iou=[None if not np.isfinite(v) else float(v) for v in iou])
+
+    def end_epoch(self, record: dict) -> None:
+        """Keep the best weights (the last epoch's without a held-out fold), checkpoint, metrics.json."""
+        state = self.state
+        score = record["val_miou"] if "val_miou" in record else -record["train_loss"]
+        if score >= state["best_miou"] or not len(self.val_idx):
+            state["best_miou"], state["best_epoch"] = score, record["epoch"]
+            self.best_state = copy.deepcopy(self.model.state_dict())
+            checkpoint.save_best(self.out, self.best_state)
+        state["epoch"] = record["epoch"]
+        state["history"].append(record)
+        console.print(epoch_line(record, state, self.cfg["epochs"]))
+        checkpoint.save_checkpoint(self.out, self.model, self.optimizer, self.scheduler, self.cfg, state)
+        write_metrics(self.out, run_metrics(self.cfg, state, self.n_params, self.schema, finished=False))
+
+    def finish(self) -> dict:
+        """Best weights back in the model; validation table, OOF export, model file, final metrics."""
+        self.model.load_state_dict(self.best_state)
+        self.model.eval()
+        metrics = run_metrics(self.cfg, self.state, self.n_params, self.schema, finished=False)
+        if len(self.val_idx):
+            console.print(validation_table(self.state, self.schema.names, self.cfg["fold"]))
+        if len(self.val_idx) and self.cfg["save_oof"]:
+            metrics["oof"] = self.export_oof()
+        metrics["model_file"] = str(self.export_model(metrics))
+        metrics["finished"] = self.state["epoch"] >= self.cfg["epochs"]
+        write_metrics(self.out, metrics)
+        return metrics
+
+    def export_oof(self) -> dict:
+        """Write the held-out fold's probabilities and those of its mirrors (un-flipped, channel-
+        permuted) as uint8 OOF files; returns their mIoU without and with flip TTA."""
+        views = tta.predict_arrays(self.model, self.ds.images[self.val_idx], self.norm, self.device,
+                                   flip_perm=self.schema.flip_permutation, precision=self.cfg["precision"], parts=True)
+        plain, mirrored = views.plain.numpy(), views.mirrored.numpy()
+        full, C = self.full_masks(), self.schema.num_classes
+        iou_plain = iou_per_class(confusion_from_probs(plain, full, C))
+        iou_tta = iou_per_class(confusion_from_probs(tta.merge_views(plain, mirrored), full, C))
+        save_oof(self.out, [self.ds.stems[i] for i in self.val_idx], self.schema, self.cfg["image_size"],
+                 self.cfg["fold"], to_uint8(plain), to_uint8(mirrored))
+        oof = {"miou": float(np.nanmean(iou_plain)), "miou_tta": float(np.nanmean(iou_tta))}
+        console.print(f"out-of-fold mIoU {oof['miou'] * 100:.2f}, with flip TTA {oof['miou_tta'] * 100:.2f}  "
+                      f"-> {self.out}/oof_probs*.npy")
+        return oof
+
+    def export_model(self, metrics: dict) -> Path:
+        """The model (best weights) as ``<out>/model.safetensors`` with its metadata and scores."""
+        self.meta["metrics"] = {k: metrics[k] for k in ("val_miou", "oof", "best_epoch") if k in metrics}
+        path = self.out / "model.safetensors"
+        size = save_model(path, self.model, self.meta)
+        console.print(f"model file {path} ({size / 2**20:.1f} MB)")
+        return path
+
+    def full_masks(self) -> list[np.ndarray]:
+        return [self.ds.full_masks[i] for i in self.val_idx]
+
+
+def fit(cfg: dict, ds: Dataset, train_idx, val_idx, soft=None, extra_loss: Callable | None = None,
+        meta_extra: dict | None = None) -> dict:
+    """Train one model (see :class:`Trainer`); returns the metrics also written to ``<out>/metrics.json``."""
+    return Trainer(cfg, ds, train_idx, val_idx, soft, extra_loss, meta_extra).fit()
