@@ -103,3 +103,41 @@ def test_predictor_tta_options(tmp_path, model_file):
 def test_bad_scales_are_rejected(tiny_model, scales):
     with pytest.raises(ModelFileError, match="scales"):
         Predictor(tiny_model, scales=scales)
+
+
+def test_predictor_and_oof_export_run_the_one_flip_tta_function(tmp_path, model_file, tiny_data, monkeypatch):
+    """Predictor, validation and OOF export all go through ``workbench.inference.tta.flip_tta``:
+    replaced by a spy, it sees every forward pass, and the OOF files hold what it returned."""
+    from conftest import tiny_overrides
+    from workbench.core import config
+    from workbench.data.dataset import load_dataset
+    from workbench.data.folds import split_for
+    from workbench.inference import tta
+    from workbench.training import fit
+    from workbench.training.oof import load_oof
+
+    calls = []
+    real = tta.flip_tta
+
+    def spy(model, x, flip_perm=None, **kwargs):
+        calls.append({"flip": flip_perm is not None, "parts": kwargs.get("parts", False), "n": len(x)})
+        out = real(model, x, flip_perm, **kwargs)
+        if kwargs.get("parts") and out.mirrored is not None:
+            out.mirrored = torch.zeros_like(out.mirrored)  # a mark that must reach the OOF files
+        return out
+
+    monkeypatch.setattr(tta, "flip_tta", spy)
+
+    predictor = Predictor(model_file(tmp_path / "lr.safetensors", LR_SCHEMA, input_size=32))
+    predictor.forward(np.zeros((2, 32, 32, 3), np.uint8))
+    assert calls == [{"flip": True, "parts": False, "n": 2}]
+
+    calls.clear()
+    cfg = config.resolve(tiny_overrides(tiny_data, tmp_path / "run", max_steps=1))
+    ds = load_dataset(cfg["data"], cfg["image_size"])
+    train_idx, val_idx, _ = split_for(cfg, ds)
+    fit(cfg, ds, train_idx, val_idx)
+    assert {"flip": False, "parts": True, "n": len(val_idx)} in calls   # validation: plain view only
+    assert {"flip": True, "parts": True, "n": len(val_idx)} in calls    # OOF export: both views
+    oof = load_oof(tmp_path / "run")
+    assert oof.probs.max() > 0 and oof.probs_flip.max() == 0
