@@ -3,8 +3,8 @@ analysis alike: :func:`read_image` (any photo -> RGB uint8), :func:`read_mask` (
 mask of class values, strict), :func:`write_mask`, and the file types they are looked up by
 (:data:`IMAGE_EXTS`, :data:`MASK_EXTS`, :func:`files_by_stem`).
 
-Training reads photos with ``cv2.imread``, so inference decodes with OpenCV too: same JPEG decoder,
-same conversions. That fixes the policy for odd files:
+Photos are decoded with OpenCV (same JPEG decoder, same conversions wherever they are read), which
+fixes the policy for odd files:
 
 - **EXIF orientation is applied** (OpenCV does so by default for JPEG, PNG, WebP and TIFF): the image
   and therefore the output mask have the size of the picture *as displayed*, e.g. a phone photo
