@@ -122,8 +122,8 @@ def run(args: argparse.Namespace, console: Console | None = None) -> RunStats:
     torch.set_num_threads(threads)
     cv2.setNumThreads(threads)
     if not args.weights.is_file():
-        raise InferenceError(f"weights file not found: {args.weights}"
-                             + (" (pass --weights path/to/model.safetensors)" if args.weights == DEFAULT_WEIGHTS else ""))
+        hint = " (pass --weights path/to/model.safetensors)" if args.weights == DEFAULT_WEIGHTS else ""
+        raise InferenceError(f"weights file not found: {args.weights}{hint}")
     t0 = time.perf_counter()
     try:
         predictor = Predictor(args.weights, device, tta=not args.no_tta, scales=args.scales,

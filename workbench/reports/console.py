@@ -32,7 +32,8 @@ def print_summary(ev: Evaluation, console=None, out_dir: str | Path | None = Non
     for i, n in enumerate(ev.schema.names):
         v = ev.iou[i]
         bar = "█" * int(round(20 * v)) if math.isfinite(v) else ""
-        t.add_row(f"[{hex_colour(palette[i])}]■[/] {n}", f"[{_iou_style(v)}]{num(v)}[/]", f"[{hex_colour(palette[i])}]{bar}[/]")
+        colour = hex_colour(palette[i])
+        t.add_row(f"[{colour}]■[/] {n}", f"[{_iou_style(v)}]{num(v)}[/]", f"[{colour}]{bar}[/]")
     console.print(t)
     flip = (f"{pct(ev.flip.score, 2)} (parts {pct(ev.flip.part_score, 2)})" if ev.flip else "n/a")
     tk = ev.kind_totals()
