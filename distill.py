@@ -14,7 +14,7 @@ import sys
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
-from workbench.cli import fail_cleanly  # noqa: E402
+from workbench.core.cli import fail_cleanly  # noqa: E402
 
 
 @fail_cleanly

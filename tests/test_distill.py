@@ -8,13 +8,13 @@ import numpy as np
 import pytest
 
 from conftest import tiny_overrides
-from workbench import config
+from workbench.core import config
 from workbench.data import load_dataset
 from workbench.distillation.pipeline import run as distill
 from workbench.distillation.teachers import collect_teachers, held_out_stems
 from workbench.exceptions import DistillError
-from workbench.folds import split_for
-from workbench.modelfile import read_metadata
+from workbench.data.folds import split_for
+from workbench.models.modelfile import read_metadata
 from workbench.training import fit
 
 FOLDS = [0, 1]
@@ -76,7 +76,7 @@ def test_distill_export_and_infer(tiny_data, teachers, tmp_path):
     assert distill(args, cv=False, runs_dir=teachers) == 0
     assert len(list((teachers / "student" / "cache").glob("soft_*.npy"))) == 3
 
-    from workbench.inference_cli import main as infer
+    from workbench.inference.cli import main as infer
     out = tmp_path / "pred"
     assert infer(["--input", str(tiny_data / "images"), "--output", str(out), "--weights", str(export)]) == 0
     for img in (tiny_data / "images").glob("*.jpg"):

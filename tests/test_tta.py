@@ -141,3 +141,29 @@ def test_predictor_and_oof_export_run_the_one_flip_tta_function(tmp_path, model_
     assert {"flip": True, "parts": True, "n": len(val_idx)} in calls    # OOF export: both views
     oof = load_oof(tmp_path / "run")
     assert oof.probs.max() > 0 and oof.probs_flip.max() == 0
+
+
+def test_soft_labels_run_the_one_flip_tta_function(tmp_path, model_file, tiny_data, monkeypatch):
+    """Distillation's soft labels (the teachers' flip-TTA probabilities) go through the same function."""
+    from conftest import TINY_SCHEMA
+    from workbench.data.dataset import load_dataset
+    from workbench.distillation.soft_labels import soft_labels
+    from workbench.distillation.teachers import Teacher
+    from workbench.inference import tta
+    from workbench.models.modelfile import read_metadata
+
+    calls = []
+    real = tta.flip_tta
+
+    def spy(model, x, flip_perm=None, **kwargs):
+        calls.append({"flip": flip_perm is not None, "n": len(x)})
+        return real(model, x, flip_perm, **kwargs)
+
+    monkeypatch.setattr(tta, "flip_tta", spy)
+    schema = ClassSchema.from_dict(TINY_SCHEMA)
+    path = model_file(tmp_path / "teacher.safetensors", schema, input_size=64)
+    teacher = Teacher("t", "t", 0, tmp_path / "run", path, read_metadata(path))
+    ds = load_dataset(tiny_data, 64)
+    soft = soft_labels([teacher], {"t": 1.0}, ds, range(len(ds)), tmp_path / "cache", "cpu")
+    assert len(soft) == len(ds)
+    assert sum(c["n"] for c in calls if c["flip"]) == len(ds)  # every image and its mirror, through flip_tta

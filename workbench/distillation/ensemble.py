@@ -16,9 +16,9 @@ from rich.text import Text
 
 from ..data import Dataset
 from ..exceptions import DistillError
-from ..metrics import confusion_matrix, iou_per_class
-from ..oof import OOF, load_oof
-from ..training import evaluate_probs
+from ..evaluation.metrics import confusion_from_probs as evaluate_probs
+from ..evaluation.metrics import confusion_matrix, iou_per_class
+from ..training.oof import OOF, load_oof
 from .teachers import Teacher
 
 @dataclass

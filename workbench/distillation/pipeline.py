@@ -17,12 +17,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .. import config as config_mod
+from ..core import config as config_mod
 from ..data import load_dataset
 from ..exceptions import DistillError
-from ..folds import split_for
-from ..modelfile import atomic_write, load_model, save_model
-from ..training import console
+from ..core.atomic import atomic_write
+from ..core.console import console
+from ..data.folds import split_for
+from ..models.modelfile import load_model, save_model
 from .ensemble import add_rows, gather_oof, oof_report, report_markdown, report_table, select_families
 from .postprocessing import choose_postprocessing
 from .soft_labels import confidence_summary, soft_labels

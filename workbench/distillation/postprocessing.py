@@ -7,8 +7,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from ..metrics import confusion_matrix, iou_per_class
-from ..postprocess import suppress_small_components
+from ..evaluation.metrics import confusion_matrix, iou_per_class
+from ..inference.postprocess import suppress_small_components
 from .ensemble import OOFSet, evaluate_mix, iou_row, mix
 
 # Candidate minimum component areas, as fractions of the image area (0.01% .. 2%).

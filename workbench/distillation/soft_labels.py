@@ -22,9 +22,10 @@ import torch
 
 from ..data import Dataset
 from ..exceptions import DistillError
-from ..modelfile import load_model
-from ..runtime import resolve_device
-from ..training import console, predict_set
+from ..core.console import console
+from ..core.runtime import resolve_device
+from ..inference.tta import predict_set
+from ..models.modelfile import load_model
 from .teachers import Teacher, dataset_digest, file_digest
 
 LOG_FLOOR = 1e-12  # probabilities below this are stored as log(1e-12)

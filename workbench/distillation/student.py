@@ -14,7 +14,7 @@ from pathlib import Path
 import yaml
 
 from ..data import Dataset
-from ..losses import kd_loss
+from ..training.losses import kd_loss
 from ..training import fit
 from .soft_labels import SoftLabels
 

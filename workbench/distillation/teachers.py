@@ -20,11 +20,12 @@ import torch
 
 from ..data import Dataset
 from ..exceptions import DistillError
-from ..folds import split_for
-from ..modelfile import load_model, read_metadata, save_model
-from ..oof import has_oof, save_oof, to_uint8
-from ..runtime import resolve_device
-from ..training import console, predict_set
+from ..core.console import console
+from ..core.runtime import resolve_device
+from ..data.folds import split_for
+from ..inference.tta import predict_set
+from ..models.modelfile import load_model, read_metadata, save_model
+from ..training.oof import has_oof, save_oof, to_uint8
 
 PUBLISHED_DIR = Path("weights") / "teachers"
 
