@@ -18,6 +18,7 @@ import torch
 from ..core.schema import ClassSchema
 from ..data.resize import resize_rgb
 from ..inference import tta
+from ..inference.postprocess import probs_to_labels
 
 
 @dataclass
@@ -67,7 +68,7 @@ def model_flip_counts(model: torch.nn.Module, meta: dict, images: Iterable[np.nd
     """Flip consistency of a model (as :func:`workbench.models.modelfile.load_model` returns it, with
     its metadata) on (H, W, 3) uint8 RGB ``images``, at the model's input size: each image is squashed
     to it and run with :func:`~workbench.inference.tta.flip_tta` (flip permutation of the model's own
-    schema); the arg-max of the plain view is compared with that of the mirrored view. ``orientation``
+    schema); the labels of the plain view are compared with those of the mirrored view. ``orientation``
     (:func:`workbench.evaluation.error_kinds.orientation_table`) also counts orientation swaps."""
     counts = counts if counts is not None else FlipCounts()
     size = tuple(int(v) for v in meta["input_size"])
@@ -75,5 +76,6 @@ def model_flip_counts(model: torch.nn.Module, meta: dict, images: Iterable[np.nd
     for image in images:
         views = tta.predict_arrays(model, resize_rgb(np.asarray(image), size)[None], meta["normalization"], device,
                                    flip_perm=perm, parts=True)
-        counts.add(views.plain[0].argmax(0).numpy(), views.mirrored[0].argmax(0).numpy(), background, orientation)
+        counts.add(probs_to_labels(views.plain[0], size), probs_to_labels(views.mirrored[0], size), background,
+                   orientation)
     return counts
