@@ -7,7 +7,7 @@ logs keep probabilities down to ~1e-12 with three significant digits, so the tem
 the KD loss sees the ensemble's real secondary probabilities, not uint8 quantisation noise.
 
 Rows are handed to training as float32 *probabilities* (H, W, C): spatial augmentation pads them
-with zeros, which :func:`workbench.losses.kd_loss` recognises as "no soft label here".
+with zeros, which :func:`workbench.training.losses.kd_loss` recognises as "no soft label here".
 """
 
 from __future__ import annotations
@@ -24,7 +24,8 @@ from ..data import Dataset
 from ..exceptions import DistillError
 from ..core.console import console
 from ..core.runtime import resolve_device
-from ..inference.tta import predict_set
+from ..data.preprocess import normalization_meta
+from ..inference.tta import predict_arrays
 from ..models.modelfile import load_model
 from .teachers import Teacher, dataset_digest, file_digest
 
@@ -95,7 +96,7 @@ def soft_labels(teachers: list[Teacher], family_weights: dict[str, float], ds: D
     for t in teachers:
         if weights[t.label] > 0:
             model, meta = load_model(t.model_file, device)
-            models.append((t, model, {"normalization": meta["normalization"]["name"], "precision": "auto"}))
+            models.append((t, model, normalization_meta(meta["normalization"]["name"])))
     console.print("soft labels on {} images from {}".format(
         len(indices), ", ".join(f"{t.label} ({weights[t.label]:.2f})" for t, _, _ in models)))
     C = ds.schema.num_classes
@@ -106,9 +107,9 @@ def soft_labels(teachers: list[Teacher], family_weights: dict[str, float], ds: D
     for start in range(0, len(indices), batch_size):
         images = ds.images[indices[start:start + batch_size]]
         acc = 0.0
-        for t, model, cfg in models:
-            p = predict_set(model, images, cfg, device) + predict_set(model, images, cfg, device, ds.schema.flip_permutation)
-            acc = acc + (0.5 * weights[t.label]) * p
+        for t, model, norm in models:
+            p = predict_arrays(model, images, norm, device, flip_perm=ds.schema.flip_permutation, precision="auto")
+            acc = acc + weights[t.label] * p
         finite &= bool(torch.isfinite(acc).all())
         out[start:start + len(images)] = acc.clamp_min(LOG_FLOOR).log().permute(0, 2, 3, 1).numpy().astype(np.float16)
     out.flush()

@@ -23,7 +23,8 @@ from ..exceptions import DistillError
 from ..core.console import console
 from ..core.runtime import resolve_device
 from ..data.folds import split_for
-from ..inference.tta import predict_set
+from ..data.preprocess import normalization_meta
+from ..inference.tta import predict_arrays
 from ..models.modelfile import load_model, read_metadata, save_model
 from ..training.oof import has_oof, save_oof, to_uint8
 
@@ -102,12 +103,10 @@ def ensure_oof(teacher: Teacher, ds: Dataset, data: str, device_name: str = "aut
     _, val_idx, _ = split_for(teacher_config(teacher, data), ds)
     device = resolve_device(device_name)
     model, meta = load_model(teacher.model_file, device)
-    cfg = {"normalization": meta["normalization"]["name"], "precision": "auto"}
-    images = ds.images[val_idx]
-    plain = predict_set(model, images, cfg, device).numpy()
-    mirrored = predict_set(model, images, cfg, device, flip_perm=ds.schema.flip_permutation).numpy()
+    views = predict_arrays(model, ds.images[val_idx], normalization_meta(meta["normalization"]["name"]), device,
+                           flip_perm=ds.schema.flip_permutation, precision="auto", parts=True)
     save_oof(teacher.run_dir, [ds.stems[i] for i in val_idx], ds.schema, size, teacher.fold,
-             to_uint8(plain), to_uint8(mirrored))
+             to_uint8(views.plain.numpy()), to_uint8(views.mirrored.numpy()))
     console.print(f"rebuilt the OOF predictions of {teacher.label} from {teacher.model_file} "
                   f"({len(val_idx)} held-out images) -> {teacher.run_dir}")
 

@@ -86,14 +86,3 @@ def predict_arrays(model: torch.nn.Module, images: np.ndarray, normalization: di
     if not parts:
         return cat(plain)
     return FlipViews(cat(plain), cat(mirrored) if flip_perm is not None else None)
-
-
-def predict_set(model: torch.nn.Module, images: np.ndarray, cfg: dict, device, flip_perm=None,
-                batch_size: int = 16) -> torch.Tensor:
-    """Deprecated: the pre-refactor calling convention, kept only for the distillation stage until it
-    calls :func:`predict_arrays` itself (then delete this). The plain view - or, with ``flip_perm``,
-    the mirrored view alone - of :func:`predict_arrays` with ``cfg``'s normalisation name and
-    precision. A mirrored view alone still costs both forward passes."""
-    views = predict_arrays(model, images, normalization_meta(cfg["normalization"]), device, flip_perm=flip_perm,
-                           precision=cfg["precision"], parts=True, batch_size=batch_size)
-    return views.plain if flip_perm is None else views.mirrored

@@ -16,24 +16,42 @@ from torch import nn
 
 
 class SegLoss(nn.Module):
+    """``ce_dice``: cross-entropy + soft multiclass Dice computed from one log-softmax; the Dice term
+    equals smp's ``DiceLoss("multiclass", from_logits=True)`` (classes absent from the batch count
+    as zero loss; ``tests/test_losses.py`` checks value and gradient against smp) but gathers the
+    true-class probabilities instead of building a one-hot tensor: on our 2-core CPU, for a batch
+    of 8 x 19 classes x 256^2 it takes 0.36 s forward + backward instead of 0.90 s, about a fifth
+    of a whole training step. ``bce_dice`` uses smp's losses as they are."""
+
     def __init__(self, kind: str = "ce_dice", num_classes: int = 2, dice_weight: float = 1.0):
         super().__init__()
         self.kind, self.num_classes, self.dice_weight = kind, num_classes, dice_weight
         if kind == "bce_dice":
             self.bce = smp.losses.SoftBCEWithLogitsLoss()
             self.dice = smp.losses.DiceLoss("multilabel", from_logits=True)
-        else:
-            self.dice = smp.losses.DiceLoss("multiclass", from_logits=True)
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        logits = logits.float()
+        logits = logits.float().contiguous()  # channels_last logits make every op below ~1.5x slower
         if self.kind == "bce_dice":
             onehot = F.one_hot(target, self.num_classes).permute(0, 3, 1, 2).float()
             return self.bce(logits, onehot) + self.dice_weight * self.dice(logits, onehot)
-        loss = F.cross_entropy(logits, target)
+        log_probs = logits.log_softmax(1)
+        loss = F.nll_loss(log_probs, target)
         if self.kind == "ce_dice":
-            loss = loss + self.dice_weight * self.dice(logits, target)
+            loss = loss + self.dice_weight * multiclass_dice_loss(log_probs.exp(), target)
         return loss
+
+
+def multiclass_dice_loss(probs: torch.Tensor, target: torch.Tensor, eps: float = 1e-7) -> torch.Tensor:
+    """Mean over classes of 1 - 2|P∩T| / (|P| + |T|) on the whole batch, 0 for classes absent from
+    ``target``: smp's multiclass Dice (smooth 0, eps 1e-7) from probabilities (N, C, H, W)."""
+    C = probs.shape[1]
+    flat = target.reshape(-1)
+    p_true = probs.gather(1, target[:, None]).reshape(-1)
+    intersection = torch.zeros(C, dtype=probs.dtype, device=probs.device).index_add_(0, flat, p_true)
+    count = torch.bincount(flat, minlength=C).to(probs.dtype)
+    score = 2 * intersection / (probs.sum((0, 2, 3)) + count).clamp_min(eps)
+    return ((1 - score) * (count > 0)).mean()
 
 
 def kd_loss(student_logits: torch.Tensor, teacher_probs: torch.Tensor, temperature: float) -> torch.Tensor:
