@@ -13,6 +13,7 @@ from pathlib import Path
 
 import yaml
 
+from ..core.config import DEFAULTS
 from ..data import Dataset
 from ..training.losses import kd_loss
 from ..training import fit
@@ -43,18 +44,19 @@ def train_student(cfg: dict, ds: Dataset, train_idx, val_idx, soft: SoftLabels |
                meta_extra=meta_extra)
 
 
-def training_settings(cfg: dict) -> dict:
-    return {k: v for k, v in cfg.items() if k not in NOT_TRAINING_KEYS}
+def training_differences(saved: dict, wanted: dict) -> list[str]:
+    """Training settings in which two configs differ; a key one of them does not know (older code)
+    counts as holding its default."""
+    keys = (set(saved) | set(wanted)) - NOT_TRAINING_KEYS
+    return sorted(k for k in keys if saved.get(k, DEFAULTS.get(k)) != wanted.get(k, DEFAULTS.get(k)))
 
 
 def find_twin_run(twin_cfg: dict, candidates: list[Path]) -> Path | None:
     """A finished run among ``candidates`` whose saved config trains exactly like ``twin_cfg``."""
-    want = training_settings(twin_cfg)
     for run in candidates:
         saved = run / "config.yaml"
         if not (run / "model.safetensors").exists() or not saved.exists():
             continue
-        have = training_settings(yaml.safe_load(saved.read_text()) or {})
-        if have == want:
+        if not training_differences(yaml.safe_load(saved.read_text()) or {}, twin_cfg):
             return run
     return None
