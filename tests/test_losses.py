@@ -1,5 +1,6 @@
 """The losses against references: CE + Dice equals torch's CE plus smp's multiclass Dice (value and
-gradient); the KD term against a hand computation."""
+gradient) and a hand computation; ``ce`` and ``bce_dice`` against torch/smp; the KD term (temperature on
+both sides, T^2, padded pixels left out) and the student's kd_weight mix against hand computations."""
 
 import math
 
@@ -33,3 +34,66 @@ def test_kd_loss_by_hand():
         pt = [math.exp(a) / (math.exp(a) + math.exp(b)), math.exp(b) / (math.exp(a) + math.exp(b))]
         kl = sum(p * (math.log(p) - math.log(0.5)) for p in pt)
         assert math.isclose(float(kd_loss(student, teacher, T)), kl * T * T, rel_tol=1e-5)
+
+
+def test_kd_loss_tempers_both_sides_and_skips_padding_by_hand():
+    """Two labelled pixels with non-zero student logits (so a temperature missing on the student side
+    shows) and one padded pixel (all-zero soft label) that must not enter the mean."""
+    teacher = torch.tensor([[[[0.7, 0.1, 0.0]], [[0.2, 0.6, 0.0]], [[0.1, 0.3, 0.0]]]])  # (1, 3, 1, 3)
+    student = torch.tensor([[[[1.0, -0.5, 5.0]], [[0.0, 2.0, -5.0]], [[-1.0, 0.5, 0.0]]]])
+    for T in (1.0, 2.0, 4.0):
+        kls = []
+        for px in range(2):
+            t = [math.log(float(teacher[0, c, 0, px])) / T for c in range(3)]
+            s = [float(student[0, c, 0, px]) / T for c in range(3)]
+            zt, zs = math.log(sum(map(math.exp, t))), math.log(sum(map(math.exp, s)))
+            kls.append(sum(math.exp(a - zt) * ((a - zt) - (b - zs)) for a, b in zip(t, s)))
+        expected = T * T * sum(kls) / 2
+        assert math.isclose(float(kd_loss(student, teacher, T)), expected, rel_tol=1e-4), T  # float32
+    assert float(kd_loss(student, torch.zeros_like(teacher), 2.0)) == 0.0  # nothing labelled: zero, not NaN
+
+
+def test_kd_loss_gradient_pulls_the_student_towards_the_teacher():
+    teacher = torch.tensor([[[[0.9]], [[0.1]]]])
+    student = torch.zeros(1, 2, 1, 1, requires_grad=True)
+    kd_loss(student, teacher, 2.0).backward()
+    assert student.grad[0, 0, 0, 0] < 0 < student.grad[0, 1, 0, 0]
+
+
+def test_student_loss_mixes_kd_and_hard_loss_by_kd_weight():
+    """``make_kd_loss`` (the student's training loss): kd_weight * KD + (1 - kd_weight) * hard."""
+    from workbench.distillation.student import make_kd_loss
+
+    torch.manual_seed(1)
+    logits = torch.randn(2, 3, 4, 5)
+    soft = torch.rand(2, 4, 5, 3)
+    soft = soft / soft.sum(-1, keepdim=True)  # (N, H, W, C) probabilities, as the data loader hands them
+    hard = torch.tensor(1.25)
+    kd = float(kd_loss(logits, soft.permute(0, 3, 1, 2), 2.0))
+    assert kd > 0.01
+    for w in (0.0, 0.3, 0.7, 1.0):
+        got = float(make_kd_loss(2.0, w)(logits, {"soft": soft}, hard))
+        assert math.isclose(got, w * kd + (1 - w) * 1.25, rel_tol=1e-6), w
+
+
+def test_ce_and_bce_dice_against_torch_and_smp():
+    torch.manual_seed(2)
+    x = torch.randn(2, 4, 6, 7)
+    y = torch.randint(0, 4, (2, 6, 7))
+    assert torch.allclose(SegLoss("ce", 4, dice_weight=0.5)(x, y), F.cross_entropy(x, y), atol=1e-6)
+    onehot = F.one_hot(y, 4).permute(0, 3, 1, 2).float()
+    ref = (F.binary_cross_entropy_with_logits(x, onehot)
+           + 0.25 * smp.losses.DiceLoss("multilabel", from_logits=True)(x, onehot))
+    assert torch.allclose(SegLoss("bce_dice", 4, dice_weight=0.25)(x, y), ref, atol=1e-6)
+
+
+def test_ce_dice_by_hand_on_one_image():
+    """Dice from first principles on a 1x2 image with classes {0, 1} of 3 (class 2 absent: no term)."""
+    x = torch.tensor([[[[2.0, 0.0]], [[0.0, 1.0]], [[0.0, 0.0]]]])  # (1, 3, 1, 2)
+    y = torch.tensor([[[0, 1]]])
+    p = x.softmax(1)[0, :, 0]  # (3, 2)
+    ce = -(math.log(p[0, 0]) + math.log(p[1, 1])) / 2
+    dice0 = 1 - 2 * p[0, 0] / (p[0].sum() + 1)
+    dice1 = 1 - 2 * p[1, 1] / (p[1].sum() + 1)
+    expected = ce + 0.5 * float(dice0 + dice1 + 0) / 3
+    assert math.isclose(float(SegLoss("ce_dice", 3, dice_weight=0.5)(x, y)), expected, rel_tol=1e-6)
