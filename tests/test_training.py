@@ -1,6 +1,7 @@
 """Training on tiny images: a 2-step run, model-file round trip, and resume after interruption."""
 
 import json
+import math
 import subprocess
 import sys
 
@@ -57,7 +58,14 @@ def test_corrupt_model_file_is_clear(tmp_path):
         load_model(bad)
 
 
+LEARNED = ("epoch", "train_loss", "lr", "val_miou", "val_iou", "val_loss")  # history keys that are not timings
+
+
 def test_resume_after_interruption_matches_uninterrupted(tiny_data, tmp_path, monkeypatch):
+    """Killed in the middle of epoch 2 and resumed, a run ends exactly as the uninterrupted run: the
+    *last* epoch's weights, optimiser moments, schedule and per-epoch metrics (not the best checkpoint,
+    which may be epoch 1's). Catches a resume that forgets the model, the optimiser, the scheduler or
+    the random streams (shuffling, augmentation)."""
     args = lambda out: tiny_overrides(tiny_data, out, epochs=2, augment="standard")  # noqa: E731
     _, _, ref = run_fit(args(tmp_path / "ref"))
 
@@ -79,10 +87,92 @@ def test_resume_after_interruption_matches_uninterrupted(tiny_data, tmp_path, mo
     assert not list((tmp_path / "cut").glob(".*tmp*"))
     _, _, resumed = run_fit(args(tmp_path / "cut"))
     assert [h["epoch"] for h in resumed["history"]] == [1, 2]
+
+    a = torch.load(tmp_path / "ref" / "last.pt", weights_only=True)
+    b = torch.load(tmp_path / "cut" / "last.pt", weights_only=True)
+    assert json.loads(a["state"])["epoch"] == json.loads(b["state"])["epoch"] == 2
+    for k, v in a["model"].items():  # the final (epoch 2) weights, bit for bit
+        assert torch.equal(v, b["model"][k]), k
+    moments = [(k, name) for k, s in a["optimizer"]["state"].items() for name in s]
+    assert moments
+    for k, name in moments:
+        assert torch.equal(a["optimizer"]["state"][k][name], b["optimizer"]["state"][k][name]), (k, name)
+    assert a["scheduler"] == b["scheduler"]
+    for h_ref, h_res in zip(ref["history"], resumed["history"], strict=True):
+        assert {k: h_ref[k] for k in LEARNED if k in h_ref} == {k: h_res[k] for k in LEARNED if k in h_res}
     a = load_model(tmp_path / "ref" / "model.safetensors")[0].state_dict()
     b = load_model(tmp_path / "cut" / "model.safetensors")[0].state_dict()
     for k in a:
-        assert torch.allclose(a[k].float(), b[k].float(), atol=1e-5), k
+        assert torch.equal(a[k], b[k]), k
+
+
+def test_warmup_cosine_by_hand():
+    from workbench.training.trainer import warmup_cosine
+
+    # 4 warm-up steps rise linearly to the full rate, then half a cosine down to 0 over the 8 others
+    expected = [0.25, 0.5, 0.75, 1.0, 1.0, 0.5 * (1 + math.cos(math.pi / 8)), 0.5 * (1 + math.cos(math.pi / 4)),
+                0.5 * (1 + math.cos(3 * math.pi / 8)), 0.5, 0.5 * (1 + math.cos(5 * math.pi / 8)),
+                0.5 * (1 + math.cos(3 * math.pi / 4)), 0.5 * (1 + math.cos(7 * math.pi / 8)), 0.0, 0.0]
+    for step, want in enumerate(expected):
+        assert math.isclose(warmup_cosine(step, 12, 4), want, abs_tol=1e-12), step
+    assert warmup_cosine(0, 10, 0) == 1.0 and warmup_cosine(5, 10, 0) == 0.5
+
+
+def test_training_steps_follow_the_schedule(tiny_data, tmp_path, monkeypatch):
+    """The learning rate each optimiser step really uses, per parameter group (decoder x3), and the
+    rate recorded per epoch: lr * warmup_cosine(step, 4 steps, 1 warm-up step)."""
+    seen = []
+    real_step = torch.optim.AdamW.step
+
+    def spy(self, *a, **k):
+        seen.append([g["lr"] for g in self.param_groups])
+        return real_step(self, *a, **k)
+
+    monkeypatch.setattr(torch.optim.AdamW, "step", spy)
+    _, _, metrics = run_fit(tiny_overrides(tiny_data, tmp_path / "run", epochs=2, warmup_epochs=0.5, lr=0.01,
+                                           decoder_lr_mult=3.0, save_oof=False))
+    factors = [1.0, 1.0, 0.5 * (1 + math.cos(math.pi / 3)), 0.5 * (1 + math.cos(2 * math.pi / 3))]
+    assert len(seen) == 4
+    for lrs, f in zip(seen, factors):
+        assert lrs == pytest.approx([0.01 * f, 0.03 * f], rel=1e-9)
+    assert [h["lr"] for h in metrics["history"]] == pytest.approx([0.01 * 0.75, 0.0], abs=1e-12)
+
+
+def test_student_training_steps_use_the_kd_loss(tiny_data, tmp_path, monkeypatch):
+    """A student run (``train_student`` with soft labels) optimises kd_weight * KD + (1 - kd_weight) *
+    hard loss on each batch: the loss of its one step equals that computed from the step's own logits,
+    soft labels and hard loss."""
+    from workbench.distillation.soft_labels import SoftLabels
+    from workbench.distillation.student import train_student
+    from workbench.training.losses import SegLoss, kd_loss
+    from workbench.training.trainer import Trainer
+
+    cfg = config.resolve(tiny_overrides(tiny_data, tmp_path / "s", max_steps=1, kd_weight=0.6, temperature=3.0,
+                                        augment="none", save_oof=False))
+    ds = load_dataset(cfg["data"], cfg["image_size"])
+    train_idx, val_idx, _ = split_for(cfg, ds)
+    rng = np.random.default_rng(0)
+    log_p = np.log(rng.dirichlet(np.ones(5) * 0.3, size=(len(ds), 64, 64))).astype(np.float16)
+    soft = SoftLabels(log_p, {i: i for i in range(len(ds))}, {})
+
+    seen = {}
+    real_forward, real_step = SegLoss.forward, Trainer.train_step
+
+    def hard_spy(self, logits, target):
+        seen["logits"], seen["hard"] = logits.detach().float(), real_forward(self, logits, target).detach()
+        return real_forward(self, logits, target)
+
+    def step_spy(self, batch):
+        seen["soft"] = batch["soft"]
+        seen["loss"] = real_step(self, batch)
+        return seen["loss"]
+
+    monkeypatch.setattr(SegLoss, "forward", hard_spy)
+    monkeypatch.setattr(Trainer, "train_step", step_spy)
+    train_student(cfg, ds, train_idx, val_idx, soft, {})
+    kd = float(kd_loss(seen["logits"], seen["soft"].permute(0, 3, 1, 2).float(), 3.0))
+    assert kd > 0.05
+    assert math.isclose(seen["loss"], 0.6 * kd + 0.4 * float(seen["hard"]), rel_tol=1e-4)
 
 
 def test_resume_refuses_a_different_config(tiny_data, tmp_path):
