@@ -1,4 +1,5 @@
-"""Orientation-aware flip TTA: the permutation comes from the model file's schema and is right."""
+"""Orientation-aware flip TTA: the permutation comes from the model file's schema and is right, in every
+caller (predictor, OOF export, rebuilt teacher OOF, soft labels, flip consistency) on a hand-made map."""
 
 from __future__ import annotations
 
@@ -167,3 +168,126 @@ def test_soft_labels_run_the_one_flip_tta_function(tmp_path, model_file, tiny_da
     soft = soft_labels([teacher], {"t": 1.0}, ds, range(len(ds)), tmp_path / "cache", "cpu")
     assert len(soft) == len(ds)
     assert sum(c["n"] for c in calls if c["flip"]) == len(ds)  # every image and its mirror, through flip_tta
+
+
+# ------------------------------------------------------------ every flip-TTA caller, on a hand-made map
+class HandMadeMap(torch.nn.Module):
+    """A perfect orientation-aware "model" for the tiny schema (background, left_light, right_light,
+    front_door, back_door) whose probability map is written by hand: bright-red pixels are a light -
+    ``left_light`` 0.7 / ``right_light`` 0.2 on the picture's left half, the reverse on the right half -
+    everything else background 0.85 / front door 0.1 / back door 0.05. Mirroring the input mirrors the
+    map with left and right swapped, so correct flip TTA returns the map itself, and both OOF views
+    equal it; a flip TTA that forgets the permutation (or the un-flip) does not."""
+
+    @staticmethod
+    def probs(x: torch.Tensor) -> torch.Tensor:
+        x = x.float()
+        n, _, h, w = x.shape
+        light = (x[:, 0] > 0.5).float()  # red above ~0.6 after ImageNet normalisation
+        left_half = (torch.arange(w, device=x.device) < w // 2).float().expand(n, h, w)
+        p = torch.empty(n, 5, h, w, device=x.device)
+        p[:, 0] = 0.85 * (1 - light) + 0.1 * light
+        p[:, 1] = light * (0.7 * left_half + 0.2 * (1 - left_half))
+        p[:, 2] = light * (0.2 * left_half + 0.7 * (1 - left_half))
+        p[:, 3] = 0.1 * (1 - light)
+        p[:, 4] = 0.05 * (1 - light)
+        return p
+
+    def forward(self, x):
+        return self.probs(x).log()  # logits whose softmax is the hand-made map
+
+
+@pytest.fixture
+def hand_made(tiny_data, tmp_path, model_file):
+    """The tiny dataset at 64 px, the hand-made map of every image, and a teacher model file (tiny
+    schema, folds of the tiny dataset) that the callers below load - and get the hand-made model."""
+    from conftest import TINY_SCHEMA
+    from workbench.data.dataset import load_dataset
+    from workbench.data.preprocess import normalization_meta
+
+    ds = load_dataset(tiny_data, 64)
+    expected = HandMadeMap.probs(to_tensor(ds.images, normalization_meta("imagenet"))).numpy()
+    light = expected[:, 1] + expected[:, 2] > 0.5
+    assert light[..., :32].any() and light[..., 32:].any()  # lights on both halves: the map is not symmetric
+    path = model_file(tmp_path / "teacher.safetensors", ClassSchema.from_dict(TINY_SCHEMA), input_size=64,
+                      folds_file=str(tmp_path / "folds.json"), recipe={"folds": 3, "seed": 0})
+    return ds, expected, path
+
+
+def fake_load_model(path, device="cpu"):
+    from workbench.models.modelfile import read_metadata
+    return HandMadeMap(), read_metadata(path)
+
+
+def test_predictor_flip_tta_on_the_hand_made_map(hand_made, monkeypatch):
+    from workbench.inference import predictor as predictor_mod
+
+    ds, expected, path = hand_made
+    monkeypatch.setattr(predictor_mod, "load_model", fake_load_model)
+    p = Predictor(path)
+    assert p.hflip
+    np.testing.assert_allclose(p.forward(ds.images), expected, atol=1e-5)
+
+
+def test_oof_export_flip_tta_on_the_hand_made_map(hand_made, tmp_path):
+    """Training's OOF export writes plain and mirrored views that both equal the map."""
+    from conftest import tiny_overrides
+    from workbench.core import config
+    from workbench.data.folds import split_for
+    from workbench.training.oof import load_oof, to_uint8
+    from workbench.training.trainer import Trainer
+
+    ds, expected, _ = hand_made
+    cfg = config.resolve(tiny_overrides(ds.data_dir, tmp_path / "run"))
+    train_idx, val_idx, _ = split_for(cfg, ds)
+    trainer = Trainer(cfg, ds, train_idx, val_idx)
+    trainer.model, trainer.device = HandMadeMap(), torch.device("cpu")
+    trainer.out.mkdir(parents=True)
+    oof = trainer.export_oof()
+    assert oof["miou"] == oof["miou_tta"]
+    saved = load_oof(tmp_path / "run")
+    want = to_uint8(expected[val_idx])
+    assert np.abs(saved.probs.astype(int) - want).max() <= 1
+    assert np.abs(saved.probs_flip.astype(int) - want).max() <= 1
+
+
+def test_rebuilt_teacher_oof_flip_tta_on_the_hand_made_map(hand_made, tmp_path, monkeypatch):
+    """Distillation's rebuild of a teacher's OOF files (``ensure_oof``) writes both views = the map."""
+    from workbench.distillation import teachers as teachers_mod
+    from workbench.data.folds import split_for
+    from workbench.models.modelfile import read_metadata
+    from workbench.training.oof import load_oof, to_uint8
+
+    ds, expected, path = hand_made
+    monkeypatch.setattr(teachers_mod, "load_model", fake_load_model)
+    teacher = teachers_mod.Teacher("t", "t", 0, tmp_path / "t" / "fold0", path, read_metadata(path))
+    teachers_mod.ensure_oof(teacher, ds, str(ds.data_dir), "cpu")
+    saved = load_oof(teacher.run_dir)
+    _, val_idx, _ = split_for(teachers_mod.teacher_config(teacher, str(ds.data_dir)), ds)
+    want = to_uint8(expected[val_idx])
+    assert np.abs(saved.probs.astype(int) - want).max() <= 1
+    assert np.abs(saved.probs_flip.astype(int) - want).max() <= 1
+
+
+def test_soft_labels_flip_tta_on_the_hand_made_map(hand_made, tmp_path, monkeypatch):
+    """The soft labels (the teachers' flip-TTA ensemble) are the map itself."""
+    from workbench.distillation import soft_labels as soft_mod
+    from workbench.distillation.teachers import Teacher
+    from workbench.models.modelfile import read_metadata
+
+    ds, expected, path = hand_made
+    monkeypatch.setattr(soft_mod, "load_model", fake_load_model)
+    teacher = Teacher("t", "t", 0, tmp_path / "t" / "fold0", path, read_metadata(path))
+    soft = soft_mod.soft_labels([teacher], {"t": 1.0}, ds, range(len(ds)), tmp_path / "cache", "cpu")
+    got = np.stack([soft[i] for i in range(len(ds))]).transpose(0, 3, 1, 2)
+    np.testing.assert_allclose(got, expected, rtol=2e-3, atol=1e-6)
+
+
+def test_flip_consistency_on_the_hand_made_map(hand_made):
+    """The analysis' flip consistency of a model file: the hand-made model is perfectly consistent."""
+    from workbench.evaluation.flip_consistency import model_flip_counts
+    from workbench.models.modelfile import read_metadata
+
+    ds, _, path = hand_made
+    counts = model_flip_counts(HandMadeMap(), read_metadata(path), list(ds.images))
+    assert counts.score == 1.0 and counts.part_total > 0
