@@ -1,8 +1,10 @@
 """Recipes: YAML files in ``recipes/`` with ``key=value`` overrides from the command line.
 
 A recipe may name a ``base`` recipe whose values it extends. Every key must be one of
-:data:`DEFAULTS`; values are parsed as YAML and checked against the default's type, so
-``epochs=ten`` or ``lr=fast`` fail with a message instead of deep inside training.
+:data:`DEFAULTS`; values are parsed as YAML and converted by the key's :func:`field_of` (its
+default's type plus the ranges and choices of :data:`RULES`, see :mod:`workbench.core.typed`): ``lr=1e-4``
+is a number although YAML reads it as text, ``save_oof="false"`` is an error rather than true, and
+``epochs=ten``, ``fold=-5`` or ``image_size=100`` fail with a message instead of deep inside training.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ from pathlib import Path
 import yaml
 
 from ..exceptions import ConfigError
+from .limits import INPUT_MULTIPLE, MAX_INPUT_SIZE
+from .typed import Field
 
 RECIPES_DIR = Path(__file__).resolve().parents[2] / "recipes"
 
@@ -49,6 +53,16 @@ DEFAULTS: dict = {
     "threads": 0,                  # CPU threads; 0 = torch default
     "max_steps": 0,                # stop after this many optimiser steps (smoke tests); 0 = no limit
     "save_oof": True,              # write out-of-fold probabilities of the held-out fold
+    # folds as cluster jobs (train.py; workbench/training/launch.py): each fold runs as the command
+    # `python train.py <same arguments> fold=<k>`, one job each, in its own run folder with a done marker
+    "launcher": "none",            # none = train here | local = jobs on this machine | slurm = one SLURM job array (submitit)
+    "folds_to_run": [],            # folds sent as jobs: [0, 2, 4] or "0-4"; [] = just `fold`
+    "partition": "",               # SLURM partition; empty = the cluster's default
+    "gpus_per_job": 0,             # GPUs per job; more than 1 runs each fold with torchrun (DDP) over them
+    "cpus_per_job": 4,             # CPU cores per job (SLURM cpus-per-task)
+    "job_minutes": 1440,           # time limit of each job
+    "jobs_parallel": 0,            # jobs running at once: slurm 0 = no limit; local 0 = one at a time
+    "sbatch_options": [],          # extra SLURM options, e.g. [account=foo, qos=high, mem=64G]
     # distillation (distill.py)
     "teachers": [],                # run names (runs/<name>/fold*) whose ensemble teaches the student
     "teacher_folds": [0, 1, 2],    # folds every teacher must have finished
@@ -60,28 +74,57 @@ DEFAULTS: dict = {
 }
 NULLABLE: set[str] = set()
 
+# What each key may hold beyond its default's type (workbench.core.typed: numbers in any YAML spelling,
+# booleans only as booleans, ranges and choices). Keys not listed here are checked by type only.
+_INT, _NUM = Field(int, lo=0), Field(float, lo=0)
+RULES: dict[str, Field] = {
+    "folds": Field(int, lo=2, hi=100),
+    "fold": Field(int, lo=-1),                       # -1: all images, no validation; < folds (checked in resolve)
+    "seed": _INT,
+    "image_size": Field(int, lo=INPUT_MULTIPLE, hi=MAX_INPUT_SIZE, multiple=INPUT_MULTIPLE),
+    "crop_size": Field(int, lo=0, hi=MAX_INPUT_SIZE, multiple=INPUT_MULTIPLE),
+    "decoder_channels": Field(list, hi=8, item=Field(int, lo=1, hi=4096)),
+    "normalization": Field(str, choices=("imagenet", "unit")),
+    "epochs": Field(int, lo=1, hi=100_000),
+    "batch_size": Field(int, lo=1, hi=4096),
+    "lr": Field(float, above=0),
+    "decoder_lr_mult": Field(float, above=0),
+    "weight_decay": _NUM,
+    "warmup_epochs": _NUM,
+    "loss": Field(str, choices=("ce_dice", "bce_dice", "ce")),
+    "dice_weight": _NUM,
+    "augment": Field(str, choices=("none", "flip", "standard")),
+    "precision": Field(str, choices=("auto", "bf16", "fp32")),
+    "device": Field(str, choices=("auto", "cpu", "cuda")),
+    "threads": _INT,
+    "max_steps": _INT,
+    "teachers": Field(list, item=Field(str)),
+    "teacher_folds": Field(list, item=_INT),
+    "temperature": Field(float, above=0),
+    "kd_weight": Field(float, lo=0, hi=1),
+    "family_max_gap": _NUM,
+    "export_dtype": Field(str, choices=("float16", "float32", "bfloat16")),
+}
+_KINDS = ((bool, bool), (int, int), (float, float), (list, list), (str, str))
+
+
+def field_of(key: str) -> Field:
+    """The :class:`~workbench.core.typed.Field` a config key's values are checked with."""
+    if key in RULES:
+        return RULES[key]
+    return Field(next(kind for t, kind in _KINDS if isinstance(DEFAULTS[key], t)))
 
 
 def _check_type(key: str, value):
-    default = DEFAULTS[key]
     if value is None and key in NULLABLE:
         return value
-    if isinstance(default, bool):
-        if not isinstance(value, bool):
-            raise ConfigError(f"{key}={value!r}: expected true or false")
-    elif isinstance(default, int):
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{key}={value!r}: expected an integer")
-    elif isinstance(default, float):
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise ConfigError(f"{key}={value!r}: expected a number")
-        value = float(value)
-    elif isinstance(default, list):
-        if not isinstance(value, list):
-            value = [value]
-    elif isinstance(default, str):
-        value = "none" if value is None else str(value)
-    return value
+    field = field_of(key)
+    if value is None and field.kind is str:
+        return "none"
+    try:
+        return field.convert(value)
+    except ValueError as err:
+        raise ConfigError(f"{key}={value!r}: {err}") from None
 
 
 def _merge(cfg: dict, updates: dict, source: str) -> dict:
@@ -105,6 +148,8 @@ def load_recipe(name_or_path: str, _seen: tuple = ()) -> dict:
         body = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as err:
         raise ConfigError(f"{path}: invalid YAML: {err}") from err
+    if not isinstance(body, dict):
+        raise ConfigError(f"{path}: a recipe is a mapping of key: value lines, got {type(body).__name__}")
     base = body.pop("base", None)
     cfg = load_recipe(base, _seen + (path,)) if base else dict(DEFAULTS)
     return _merge(cfg, body, str(path))
@@ -139,18 +184,8 @@ def resolve(args: list[str], default_recipe: str | None = None) -> dict:
         cfg["out"] = str(Path("runs") / cfg["name"] / ("full" if cfg["fold"] < 0 else f"fold{cfg['fold']}"))
     if cfg["fold"] >= cfg["folds"]:
         raise ConfigError(f"fold={cfg['fold']} but folds={cfg['folds']} (valid: 0..{cfg['folds'] - 1}, or -1 for all)")
-    for key, allowed in (("loss", {"ce_dice", "bce_dice", "ce"}), ("augment", {"none", "flip", "standard"}),
-                         ("precision", {"auto", "bf16", "fp32"}), ("device", {"auto", "cpu", "cuda"}),
-                         ("normalization", {"imagenet", "unit"})):
-        if cfg[key] not in allowed:
-            raise ConfigError(f"{key}={cfg[key]!r}: choose one of {sorted(allowed)}")
-    for key in ("epochs", "batch_size", "image_size", "folds"):
-        if cfg[key] < 1:
-            raise ConfigError(f"{key}={cfg[key]}: must be at least 1")
-    if cfg["crop_size"] < 0 or cfg["crop_size"] > cfg["image_size"]:
+    if cfg["crop_size"] > cfg["image_size"]:
         raise ConfigError(f"crop_size={cfg['crop_size']}: must be 0 (no crop) or at most image_size={cfg['image_size']}")
-    if cfg["decoder_lr_mult"] <= 0:
-        raise ConfigError(f"decoder_lr_mult={cfg['decoder_lr_mult']}: must be positive")
     return cfg
 
 

@@ -32,7 +32,14 @@ instance covers them).
 Problems: an image listed in the COCO file but missing from ``--images`` is an error (or, with
 ``--skip-missing``, a warning and the image is left out); annotations for an unknown image id are
 skipped with a warning naming them; annotations with an unknown category id are an error (dropping
-them would silently turn labelled pixels into background).
+them would silently turn labelled pixels into background). Sizes are bounded before anything is
+allocated: an image above :data:`~workbench.core.limits.MAX_IMAGE_PIXELS`, an RLE whose ``size`` is not
+its image's, and a polygon vertex more than :data:`POLYGON_MARGIN` pixels outside its image are errors
+naming the image or annotation.
+
+The import is atomic: everything is written into a hidden ``.<OUT>.tmp<pid>`` folder beside ``OUT``
+and moved into place only when complete, so a failure or Ctrl-C half way leaves no partial dataset
+(and a killed import's leftover folder is removed by the next import).
 """
 
 from __future__ import annotations
@@ -48,13 +55,15 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from ..core.atomic import atomic_write
+from ..core.atomic import atomic_write, remove_stale_temporaries, temporary_name
 from ..core.cli import ArgumentParser, fail_cleanly
+from ..core.limits import MAX_IMAGE_PIXELS
 from ..core.schema import SCHEMA_FILE, ClassSchema
 from ..exceptions import CocoError
 from .imageio import displayed_size, write_mask
 
 BACKGROUND_NAMES = {"background", "_background_", "__background__"}
+POLYGON_MARGIN = 16  # px a polygon vertex may lie outside its image (DSMLR's lie up to 1.8 px outside)
 
 
 # --------------------------------------------------------------------------------------------- io
@@ -185,21 +194,42 @@ def decode_rle(rle: dict) -> np.ndarray:
     "more groups follow" and bit 0x10 of the last group the sign; counts after the second are stored
     as the difference to the count two places before.
     """
-    try:
-        h, w = (int(x) for x in rle["size"])
-        counts = rle["counts"]
-    except (KeyError, TypeError, ValueError) as err:
-        raise CocoError(f"RLE needs 'size': [h, w] and 'counts', got keys {list(rle)}") from err
-    if isinstance(counts, (bytes, bytearray)):
-        counts = counts.decode("ascii")
-    if isinstance(counts, str):
-        counts = _decode_rle_string(counts)
-    counts = np.asarray(counts, dtype=np.int64)
+    h, w = rle_size(rle)
+    counts = rle_counts(rle)
     if (counts < 0).any() or counts.sum() != h * w:
         raise CocoError(f"RLE counts sum to {int(counts.sum())} (or are negative) for a {h}x{w} mask")
     vals = np.arange(len(counts)) % 2
     flat = np.repeat(vals.astype(np.uint8), counts)
     return flat.reshape((w, h)).T.copy()
+
+
+def rle_size(rle: dict) -> tuple[int, int]:
+    """(h, w) of an RLE, checked to be a size we may allocate (:class:`CocoError` otherwise)."""
+    try:
+        h, w = (int(x) for x in rle["size"])
+    except (KeyError, TypeError, ValueError) as err:
+        raise CocoError(f"RLE needs 'size': [h, w] and 'counts', got {_keys(rle)}") from err
+    if h < 1 or w < 1 or h * w > MAX_IMAGE_PIXELS:
+        raise CocoError(f"RLE size {h}x{w} (h x w) is not a usable mask size (at most "
+                        f"{MAX_IMAGE_PIXELS / 1e6:,.0f} megapixels)")
+    return h, w
+
+
+def rle_counts(rle: dict) -> np.ndarray:
+    """The run lengths of an RLE (compressed string or list), as int64."""
+    counts = rle.get("counts") if isinstance(rle, dict) else None
+    if isinstance(counts, (bytes, bytearray)):
+        counts = counts.decode("ascii", errors="replace")
+    if isinstance(counts, str):
+        counts = _decode_rle_string(counts)
+    try:
+        return np.asarray(counts, dtype=np.int64).reshape(-1)
+    except (TypeError, ValueError, OverflowError) as err:
+        raise CocoError(f"RLE 'counts' must be a list of integers or a compressed string, got {_keys(rle)}") from err
+
+
+def _keys(rle) -> str:
+    return f"keys {list(rle)}" if isinstance(rle, dict) else type(rle).__name__
 
 
 def _decode_rle_string(s: str) -> list[int]:
@@ -234,11 +264,17 @@ def _polygon_area(flat) -> float:
 def annotation_area(ann: dict) -> float:
     """The annotation's ``area`` field, or (if absent) its polygon area / RLE pixel count."""
     if ann.get("area") is not None:
-        return float(ann["area"])
+        try:
+            return float(ann["area"])
+        except (TypeError, ValueError) as err:
+            raise CocoError(f"annotation {ann.get('id')}: 'area' must be a number, got {ann['area']!r}") from err
     seg = ann.get("segmentation")
-    if isinstance(seg, dict):
-        return float(decode_rle(seg).sum())
-    return sum(_polygon_area(p) for p in seg or [] if len(p) >= 6)
+    if isinstance(seg, dict):  # the pixel count is the sum of the runs of 1s: nothing to decode
+        return float(rle_counts(seg)[1::2].sum())
+    try:
+        return sum(_polygon_area(p) for p in seg or [] if len(p) >= 6)
+    except (TypeError, ValueError) as err:
+        raise CocoError(f"annotation {ann.get('id')}: polygons must be flat lists of numbers") from err
 
 
 def rasterize(annotations: list[dict], height: int, width: int, values: dict[int, int]) -> np.ndarray:
@@ -258,7 +294,10 @@ def rasterize(annotations: list[dict], height: int, width: int, values: dict[int
                             f"{ann.get('category_id')!r}") from err
         seg = ann.get("segmentation")
         if isinstance(seg, dict):
-            size = [int(x) for x in seg.get("size", [])]
+            try:
+                size = [int(x) for x in seg.get("size", [])]
+            except (TypeError, ValueError):
+                size = seg.get("size")
             if size != [height, width]:
                 raise CocoError(f"annotation {ann.get('id')}: RLE size {size} differs from its image "
                                 f"{height}x{width} (h x w)")
@@ -270,11 +309,27 @@ def rasterize(annotations: list[dict], height: int, width: int, values: dict[int
                                     "[x1, y1, x2, y2, ...] of even length")
                 if len(poly) < 6:        # fewer than 3 points: no area
                     continue
-                pts = np.round(np.asarray(poly, dtype=np.float64).reshape(-1, 2)).astype(np.int32)
-                cv2.fillPoly(mask, [pts], int(value))
+                pts = _polygon_points(ann, poly, height, width)
+                cv2.fillPoly(mask, [np.round(pts).astype(np.int32)], int(value))
         else:
             raise CocoError(f"annotation {ann.get('id')}: unsupported segmentation {type(seg).__name__}")
     return mask
+
+
+def _polygon_points(ann: dict, poly, height: int, width: int) -> np.ndarray:
+    """(n, 2) float vertices of a polygon, checked to be numbers within :data:`POLYGON_MARGIN` px of
+    the ``height`` x ``width`` image."""
+    try:
+        pts = np.asarray(poly, dtype=np.float64).reshape(-1, 2)
+    except (TypeError, ValueError) as err:
+        raise CocoError(f"annotation {ann.get('id')}: polygon coordinates must be numbers") from err
+    m = POLYGON_MARGIN
+    bad = ~np.isfinite(pts).all(1) | (pts[:, 0] < -m) | (pts[:, 0] > width + m) | (pts[:, 1] < -m) | (pts[:, 1] > height + m)
+    if bad.any():
+        x, y = pts[np.argmax(bad)]
+        raise CocoError(f"annotation {ann.get('id')}: polygon vertex ({x:g}, {y:g}) lies outside its {width}x{height} "
+                        f"image (more than {m} px)")
+    return pts
 
 
 # -------------------------------------------------------------------------------------- importing
@@ -337,7 +392,11 @@ def import_coco(coco: str | Path | dict, images_dir: str | Path, out_dir: str | 
         try:
             images[int(im["id"])] = (str(im["file_name"]), int(im["height"]), int(im["width"]))
         except (KeyError, TypeError, ValueError) as err:
-            raise CocoError(f"image entry {im!r} needs 'id', 'file_name', 'height', 'width'") from err
+            raise CocoError(f"image entry {str(im)[:200]} needs 'id', 'file_name', 'height', 'width'") from err
+        _, h, w = images[int(im["id"])]
+        if h < 1 or w < 1 or h * w > MAX_IMAGE_PIXELS:
+            raise CocoError(f"image {im['file_name']}: {w}x{h} is not a usable image size (at most "
+                            f"{MAX_IMAGE_PIXELS / 1e6:,.0f} megapixels)")
 
     by_image: dict[int, list[dict]] = {i: [] for i in images}
     orphans, unknown_cats, crowd = [], {}, 0
@@ -394,25 +453,48 @@ def import_coco(coco: str | Path | dict, images_dir: str | Path, out_dir: str | 
     if problems:
         raise CocoError("cannot import:\n  - " + "\n  - ".join(problems))
 
-    (out_dir / "images").mkdir(parents=True, exist_ok=True)
-    (out_dir / "masks").mkdir(parents=True, exist_ok=True)
-    for iid, src, name, stem, h, w in jobs:
-        anns = by_image[iid]
-        write_mask(out_dir / "masks" / f"{stem}.png", rasterize(anns, h, w, values))
-        dst = out_dir / "images" / name
-        if link:
-            os.symlink(src.resolve(), dst)
-        else:
-            shutil.copy2(src, dst)
-        report.images += 1
-        report.annotations += len(anns)
-        if not anns:
-            report.empty.append(name)
-    atomic_write(out_dir / SCHEMA_FILE, json.dumps(schema.to_dict(), indent=2) + "\n")
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(out_dir.parent)
+    stage = temporary_name(out_dir)
+    shutil.rmtree(stage, ignore_errors=True)
+    try:
+        (stage / "images").mkdir(parents=True)
+        (stage / "masks").mkdir()
+        for iid, src, name, stem, h, w in jobs:
+            anns = by_image[iid]
+            write_mask(stage / "masks" / f"{stem}.png", rasterize(anns, h, w, values))
+            dst = stage / "images" / name
+            if link:
+                os.symlink(src.resolve(), dst)
+            else:
+                shutil.copy2(src, dst)
+            report.images += 1
+            report.annotations += len(anns)
+            if not anns:
+                report.empty.append(name)
+        atomic_write(stage / SCHEMA_FILE, json.dumps(schema.to_dict(), indent=2) + "\n")
+        _move_into_place(stage, out_dir)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
     if report.empty:
         warn(f"{len(report.empty)} image(s) have no annotations (all-background masks): "
              f"{_listing(report.empty)}")
     return report
+
+
+def _move_into_place(stage: Path, out_dir: Path) -> None:
+    """Rename the complete import ``stage`` to ``out_dir``: in one step when ``out_dir`` does not
+    exist; otherwise (its images/ and masks/ are empty or absent) classes.json first, then masks/,
+    then images/, so that an interruption in between leaves a folder that fails validation instead of
+    a dataset with the wrong schema or missing files."""
+    if not out_dir.exists():
+        os.replace(stage, out_dir)
+        return
+    for name in (SCHEMA_FILE, "masks", "images"):
+        target = out_dir / name
+        if target.is_dir():
+            target.rmdir()  # checked empty before the import started
+        os.replace(stage / name, target)
 
 
 @fail_cleanly

@@ -32,12 +32,18 @@ class Dataset:
         return len(self.stems)
 
 
-def _files(folder: Path) -> dict[str, Path]:
+def _files(folder: Path) -> tuple[dict[str, Path], list[list[Path]]]:
     """stem -> file for every non-hidden file of ``folder`` (whatever its type, so that stray files
-    are reported rather than ignored)."""
+    are reported rather than ignored), and the groups of files that share a stem (``train1.jpg`` and
+    ``train1.png``): which of them belongs to ``masks/train1.png`` cannot be guessed, so none is used."""
     if not folder.is_dir():
-        return {}
-    return {p.stem: p for p in sorted(folder.iterdir()) if p.is_file() and not p.name.startswith(".")}
+        return {}, []
+    by_stem: dict[str, list[Path]] = {}
+    for p in sorted(folder.iterdir()):
+        if p.is_file() and not p.name.startswith("."):
+            by_stem.setdefault(p.stem, []).append(p)
+    return ({stem: paths[0] for stem, paths in by_stem.items() if len(paths) == 1},
+            [paths for paths in by_stem.values() if len(paths) > 1])
 
 
 def read_pair(img_path: Path, mask_path: Path, schema: ClassSchema) -> tuple[np.ndarray | None, np.ndarray | None,
@@ -46,11 +52,11 @@ def read_pair(img_path: Path, mask_path: Path, schema: ClassSchema) -> tuple[np.
     problems, img, mask = [], None, None
     try:
         img = read_image(img_path).image
-    except (ImageReadError, OSError):
-        problems.append(f"{img_path}: unreadable or not an image")
+    except (ImageReadError, OSError) as err:
+        problems.append(f"{img_path}: unreadable or not an image ({err})")
     try:
         mask = schema.to_indices(read_mask(mask_path), strict=True)
-    except (ImageReadError, SchemaError) as err:
+    except (ImageReadError, SchemaError, OSError) as err:
         problems.append(f"{mask_path}: {err}")
     return img, mask, problems
 
@@ -62,7 +68,12 @@ def scan_pairs(data_dir: Path) -> tuple[list[tuple[str, Path, Path]], list[str]]
         problems.append(f"{data_dir / 'images'}: folder missing")
     if not (data_dir / "masks").is_dir():
         problems.append(f"{data_dir / 'masks'}: folder missing")
-    images, masks = _files(data_dir / "images"), _files(data_dir / "masks")
+    (images, image_clashes), (masks, mask_clashes) = _files(data_dir / "images"), _files(data_dir / "masks")
+    for paths in image_clashes + mask_clashes:
+        problems.append(f"{' and '.join(map(str, paths))} share the stem {paths[0].stem!r}: keep one of them")
+    clashing = {paths[0].stem for paths in image_clashes + mask_clashes}
+    images = {k: v for k, v in images.items() if k not in clashing}
+    masks = {k: v for k, v in masks.items() if k not in clashing}
     for stem in sorted(set(images) - set(masks)):
         problems.append(f"{images[stem]}: image without mask (expected masks/{stem}.png)")
     for stem in sorted(set(masks) - set(images)):

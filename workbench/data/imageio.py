@@ -18,6 +18,13 @@ fixes the policy for odd files:
 Files OpenCV cannot decode (other formats, CMYK TIFFs, ...) go through Pillow; a file neither can
 decode raises :class:`ImageReadError` with the reason (empty file, truncated data, not an image).
 
+Nothing is decoded before its size is known (:mod:`workbench.core.limits`): a file larger than
+:data:`MAX_FILE_BYTES` is refused before it is read, and an image or mask whose header announces more
+than :data:`MAX_IMAGE_PIXELS` before it is decoded. The header comes from Pillow, or for the two
+formats only OpenCV decodes (Radiance ``.hdr``, ``.pfm``) from our own parser; a file with no header
+we can read is not decoded at all. OpenCV's own limit (``OPENCV_IO_MAX_IMAGE_PIXELS``) is set to the
+same value when :mod:`workbench` is imported.
+
 Masks are strict: a mask must decode to one channel of 8-bit values (a 3-channel or 16-bit file is an
 error, not silently converted), so a dataset, a prediction folder and an analysis all read the same
 pixels the same way.
@@ -26,6 +33,7 @@ pixels the same way.
 from __future__ import annotations
 
 import io
+import re
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +43,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from ..core.atomic import atomic_write
+from ..core.limits import MAX_FILE_BYTES, MAX_IMAGE_PIXELS
 from ..exceptions import ImageReadError
 
 # Photo and mask file types, in order of preference when two files share a stem. inference.py tries
@@ -64,8 +73,25 @@ def read_image(path: str | Path, min_size: tuple[int, int] | None = None) -> Dec
     that size in both directions is decoded at reduced size, never below twice ``min_size``.
     Raises :class:`ImageReadError` (or :class:`OSError` if the file cannot be read at all).
     """
-    data = Path(path).read_bytes()
-    return decode_image(data, min_size)
+    return decode_image(read_file(path), min_size)
+
+
+def read_file(path: str | Path) -> bytes:
+    """The bytes of an image or mask file, refused (:class:`ImageReadError`) without reading it
+    when it is larger than :data:`MAX_FILE_BYTES`."""
+    path = Path(path)
+    size = path.stat().st_size
+    if size > MAX_FILE_BYTES:
+        raise ImageReadError(f"file too large ({size / 2**20:,.0f} MB; image files are limited to "
+                             f"{MAX_FILE_BYTES / 2**20:,.0f} MB)")
+    return path.read_bytes()
+
+
+def check_pixels(width: int, height: int) -> None:
+    """:class:`ImageReadError` if a ``width`` x ``height`` picture is above :data:`MAX_IMAGE_PIXELS`."""
+    if width * height > MAX_IMAGE_PIXELS:
+        raise ImageReadError(f"image too large: {width}x{height} is {width * height / 1e6:,.0f} megapixels, "
+                             f"the limit is {MAX_IMAGE_PIXELS / 1e6:,.0f} megapixels")
 
 
 def decode_image(data: bytes, min_size: tuple[int, int] | None = None) -> DecodedImage:
@@ -73,8 +99,11 @@ def decode_image(data: bytes, min_size: tuple[int, int] | None = None) -> Decode
     if not data:
         raise ImageReadError("empty file (0 bytes)")
     header = _read_header(data)
-    if header is None:  # Pillow does not know the format; OpenCV may (PFM, HDR, EXR, ...)
-        image = _cv2_decode(data, cv2.IMREAD_COLOR)
+    if header is None:  # Pillow does not know the format; OpenCV may (HDR, PFM), once we know its size
+        size = opencv_only_size(data)
+        if size is not None:
+            check_pixels(*size)
+        image = _cv2_decode(data, cv2.IMREAD_COLOR) if size is not None else None
         if image is None:
             fmt = sniff_format(data)
             raise ImageReadError(f"corrupt or truncated {fmt} file (cannot be decoded)" if fmt
@@ -82,6 +111,7 @@ def decode_image(data: bytes, min_size: tuple[int, int] | None = None) -> Decode
         return DecodedImage(image, image.shape[:2], 1)
 
     fmt, (width, height), orientation = header
+    check_pixels(width, height)
     reduction = 1
     if min_size is not None and fmt in JPEG_FORMATS:
         reduction = jpeg_reduction((height, width) if orientation < 5 else (width, height), min_size)
@@ -101,6 +131,29 @@ def decode_image(data: bytes, min_size: tuple[int, int] | None = None) -> Decode
     if image.shape[:2] == (up(width), up(height)):
         return DecodedImage(image, (width, height), reduction)
     return decode_image(data, None)  # unexpected geometry: decode at full size and trust that
+
+
+_RADIANCE_SIZE = re.compile(rb"([-+])([XY]) +(\d+) +([-+])([XY]) +(\d+)")
+
+
+def opencv_only_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) from the header of a Radiance HDR or PFM file (formats OpenCV decodes and
+    Pillow does not), or None for anything else."""
+    if data.startswith((b"#?RADIANCE", b"#?RGBE")):
+        head = data[:65536]
+        start = head.find(b"\n\n") + 2           # the header ends with an empty line ...
+        line = head[start:head.find(b"\n", start)] if start > 1 else b""
+        m = _RADIANCE_SIZE.fullmatch(line.strip())  # ... followed by e.g. "-Y 480 +X 640"
+        if m is None or m.group(2) == m.group(5):
+            raise ImageReadError("corrupt Radiance HDR header (no size line)")
+        first, second = int(m.group(3)), int(m.group(6))
+        return (second, first) if m.group(2) == b"Y" else (first, second)
+    if data[:2] in (b"PF", b"Pf") and data[2:3].isspace():
+        fields = data[2:256].split(maxsplit=2)
+        if len(fields) < 2 or not (fields[0].isdigit() and fields[1].isdigit()):
+            raise ImageReadError("corrupt PFM header (no size)")
+        return int(fields[0]), int(fields[1])
+    return None
 
 
 def sniff_format(data: bytes) -> str | None:
@@ -151,22 +204,29 @@ def _read_header(source: bytes | Path) -> tuple[str, tuple[int, int], int] | Non
                     orientation = 1
                 return img.format or "", img.size, orientation if 1 <= orientation <= 8 else 1
     except Image.DecompressionBombError as err:
-        raise ImageReadError(f"image too large to decode safely ({err})") from err
+        raise ImageReadError(f"image too large to decode safely ({err}; the limit is "
+                             f"{MAX_IMAGE_PIXELS / 1e6:,.0f} megapixels)") from err
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
         return None
 
 
 def _cv2_decode(data: bytes, flags: int) -> np.ndarray | None:
     """OpenCV decode to RGB, or None if OpenCV cannot decode the data (it is strict: truncated -> None)."""
-    try:
-        image = cv2.imdecode(np.frombuffer(data, np.uint8), flags)
-    except cv2.error:
-        return None
-    if image is None or image.size == 0:
+    image = _imdecode(data, flags)
+    if image is None:
         return None
     if image.ndim == 2:  # IMREAD_COLOR always gives 3 channels; be safe anyway
         return cv2.cvtColor(image, cv2.COLOR_GRAY2RGB)
     return cv2.cvtColor(image, cv2.COLOR_BGR2RGB, dst=image)
+
+
+def _imdecode(data: bytes, flags: int) -> np.ndarray | None:
+    """``cv2.imdecode`` of the bytes, None when OpenCV cannot decode them (or refuses their size)."""
+    try:
+        image = cv2.imdecode(np.frombuffer(data, np.uint8), flags)
+    except cv2.error:
+        return None
+    return None if image is None or image.size == 0 else image
 
 
 def _pillow_decode(data: bytes, fmt: str, reduction: int) -> np.ndarray:
@@ -199,8 +259,14 @@ def read_mask(path: str | Path) -> np.ndarray:
     """(H, W) uint8 class *values* of a mask file, as stored (no EXIF rotation, no conversion).
 
     Raises :class:`ImageReadError` with the reason (not the file name) for a file that does not
-    decode, has several channels (masks are single-channel PNGs) or is not 8-bit."""
-    raw = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
+    decode, has several channels (masks are single-channel PNGs) or is not 8-bit, and for one above
+    the size limits before decoding it."""
+    data = read_file(path)
+    header = _read_header(data) if data else None
+    if header is None:
+        raise ImageReadError("unreadable or not an image")
+    check_pixels(*header[1])
+    raw = _imdecode(data, cv2.IMREAD_UNCHANGED)
     if raw is None:
         raise ImageReadError("unreadable or not an image")
     if raw.ndim != 2:
