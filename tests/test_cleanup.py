@@ -124,3 +124,65 @@ def test_suppressed_probabilities_carry_the_cleanup():
     for c in range(6):
         if not (cleaned == c).any():
             assert not (big == c).any()
+
+
+# ------------------------------------------------- the predictor and inference.py really clean up
+class HandlePixels(torch.nn.Module):
+    """A per-pixel "model" for the default schema: bright-red pixels are a door handle (0.8) whose
+    runner-up is the front door (0.15); every other pixel is background (0.9)."""
+
+    def forward(self, x):
+        red = (x[:, 0].float() > 1.0).float()
+        p = torch.full((x.shape[0], 6, *x.shape[-2:]), 0.02, device=x.device)
+        p[:, 0] = 0.9 * (1 - red) + 0.05 * red
+        p[:, 1] = 0.02 * (1 - red) + 0.15 * red
+        p[:, 5] = 0.02 * (1 - red) + 0.8 * red
+        p[:, 2:5] *= 1 - red[:, None]
+        return p.log()
+
+
+def planted_image():
+    """64x64 photo (the model runs at 32x32): a 6x6 px handle speckle (9 model pixels, below the
+    threshold of 1 % = 10.24) and a 12x12 px handle (36 model pixels, above it)."""
+    image = np.zeros((64, 64, 3), np.uint8)
+    image[10:16, 10:16] = (255, 0, 0)  # small
+    image[40:52, 30:42] = (255, 0, 0)  # large
+    return image
+
+
+def check_planted(mask):
+    assert not (mask[:32] == 160).any()  # the speckle is gone ...
+    assert (mask[11:15, 11:15] == 32).all() and (mask == 32).sum() == 32  # ... to its runner-up, the front door
+    assert (mask[41:51, 31:41] == 160).all() and (mask == 160).sum() == 144  # the large handle stays, whole
+
+
+@pytest.fixture
+def handle_model(tmp_path, model_file, monkeypatch):
+    from workbench.inference import predictor as predictor_mod
+    from workbench.models.modelfile import read_metadata
+
+    path = model_file(tmp_path / "handles.safetensors", input_size=32,
+                      cleanup={"enabled": True, "min_area": {"door_handle": 0.01}})
+    monkeypatch.setattr(predictor_mod, "load_model", lambda p, device="cpu": (HandlePixels(), read_metadata(p)))
+    return path
+
+
+def test_predictor_removes_a_planted_speckle_and_keeps_a_large_part(handle_model):
+    check_planted(Predictor(handle_model).predict(planted_image()))
+    without = Predictor(handle_model, cleanup=False).predict(planted_image())
+    assert (without == 160).sum() == 144 + 36  # the speckle is really predicted before cleanup
+
+
+def test_inference_cli_removes_a_planted_speckle(handle_model, tmp_path):
+    import cv2
+
+    from workbench.inference.cli import main as infer
+
+    (tmp_path / "in").mkdir()
+    cv2.imwrite(str(tmp_path / "in" / "car.png"), planted_image()[..., ::-1])
+    assert infer(["--input", str(tmp_path / "in"), "--output", str(tmp_path / "out"), "--weights",
+                  str(handle_model), "--device", "cpu"]) == 0
+    check_planted(cv2.imread(str(tmp_path / "out" / "car.png"), cv2.IMREAD_UNCHANGED))
+    assert infer(["--input", str(tmp_path / "in"), "--output", str(tmp_path / "raw"), "--weights",
+                  str(handle_model), "--device", "cpu", "--no-cleanup"]) == 0
+    assert (cv2.imread(str(tmp_path / "raw" / "car.png"), cv2.IMREAD_UNCHANGED) == 160).sum() == 180
