@@ -21,6 +21,7 @@ COMMANDS = {  # name -> (command, a bad argument)
     "analysis.compare": ([PY, "-m", "analysis.compare"], ["--a", "a", "--no-such-flag"]),
     "analysis.error_map": ([PY, "-m", "analysis.error_map"], ["--out", "o", "--no-such-flag"]),
     "analysis.campaign_summary": ([PY, "-m", "analysis.campaign_summary"], ["--no-such-flag"]),
+    "analysis.runs": ([PY, "-m", "analysis.runs"], ["--no-such-flag"]),
     "analysis/benchmark_inference.py": ([PY, "analysis/benchmark_inference.py"], ["--big-size", "huge"]),
 }
 ENV = dict(os.environ, HF_HUB_OFFLINE="1", NO_ALBUMENTATIONS_UPDATE="1", OMP_NUM_THREADS="1")

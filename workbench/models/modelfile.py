@@ -13,6 +13,7 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
+from ..core import provenance
 from ..core.atomic import atomic_write
 from ..core.schema import ClassSchema
 from ..data.preprocess import normalization_meta
@@ -37,7 +38,8 @@ def model_metadata(cfg: dict, schema: ClassSchema) -> dict:
 
 
 def save_model(path: str | Path, model: torch.nn.Module, meta: dict, dtype: torch.dtype | None = None) -> int:
-    """Write ``model``'s weights and ``meta`` to ``path``; returns the file size in bytes."""
+    """Write ``model``'s weights and ``meta`` to ``path``; returns the file size in bytes. Metadata
+    without ``provenance`` gets this process's (:func:`workbench.core.provenance.collect`)."""
     missing = [k for k in REQUIRED if k not in meta]
     if missing:
         raise ValueError(f"model metadata lacks {missing}")
@@ -48,6 +50,7 @@ def save_model(path: str | Path, model: torch.nn.Module, meta: dict, dtype: torc
             v = v.to(dtype)
         state[k] = v.contiguous()
     meta = dict(meta, weights_dtype=str(dtype or "float32").replace("torch.", ""))
+    meta.setdefault("provenance", provenance.collect())
     atomic_write(path, lambda tmp: save_file(state, str(tmp), metadata={META_KEY: json.dumps(meta)}))
     return Path(path).stat().st_size
 

@@ -196,9 +196,10 @@ def _images_table(ev: Evaluation, panel_links: dict[str, str]) -> str:
 # ------------------------------------------------------------------------------------------- pages
 
 def report_page(ev: Evaluation, title: str, info: dict, tips: list[str], worst: list, worst_links: dict[str, str],
-                all_links: dict[str, str]) -> str:
+                all_links: dict[str, str], curves: list[tuple[str, str]] = ()) -> str:
     """report.html of one evaluation: summary cards, hints, per-class IoU, confusion matrix, error
-    anatomy, flip consistency, the worst-images gallery and the table of all images."""
+    anatomy, flip consistency, the worst-images gallery, the table of all images and, for a training
+    run, its training curves (``curves``: caption and picture path)."""
     schema = ev.schema
     names = list(schema.names)
     palette = V.class_palette(schema)
@@ -241,10 +242,25 @@ def report_page(ev: Evaluation, title: str, info: dict, tips: list[str], worst: 
         + f'<section id="gallery" class="gallery"><h2>Worst {len(worst)} images</h2><p class="lead">Lowest '
           f"per-image mIoU first. Each panel: photo, ground truth, prediction, errors (red missed, blue false part, "
           f"amber confusion, magenta orientation, faint green correct part). Click for full size.</p>{gallery}</section>"
-        + f'<section id="images"><h2>Images</h2>{_images_table(ev, all_links or worst_links)}</section>')
+        + f'<section id="images"><h2>Images</h2>{_images_table(ev, all_links or worst_links)}</section>'
+        + _curves_section(curves))
     nav = [("next", "What to try"), ("classes", "Per-class IoU"), ("confusion", "Confusion"),
            ("errors", "Errors"), ("flip", "Flip"), ("gallery", "Worst images"), ("images", "All images")]
+    nav += [("training", "Training curves")] if curves else []
     return _page(title, f"{len(ev.images)} images · mIoU {num(ev.miou)}", info, nav, body)
+
+
+def _curves_section(curves: list[tuple[str, str]]) -> str:
+    """The training run's curves (each fold's progress.png, the runs overlay); empty without any."""
+    if not curves:
+        return ""
+    figures = "".join(f'<figure><a href="{href(rel)}"><img class="chart half" loading="lazy" src="{href(rel)}" '
+                      f'alt="{_e(caption)}"></a><figcaption>{_e(caption)}</figcaption></figure>'
+                      for caption, rel in curves)
+    return ('<section id="training"><h2>Training curves</h2><p class="lead">Per epoch: train loss, validation '
+            "mIoU (best epoch starred) and learning rate of each fold, as written during training; the overlay "
+            "(<code>python -m analysis.runs</code>) compares every run's validation curve.</p>"
+            f'<div class="grid2">{figures}</div></section>')
 
 
 def comparison_page(cmp: Comparison) -> str:

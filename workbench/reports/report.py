@@ -1,7 +1,8 @@
 """One evaluation as a report folder::
 
     report.html  report.md  summary.json
-    img/         charts (per-class IoU, confusion matrix, error split, per-image mIoU)
+    img/         charts (per-class IoU, confusion matrix, error split, per-image mIoU) and, for a
+                 training run, each fold's progress.png and the runs overlay (copied)
     panels/      error-map panels of the worst images (``--all-panels``: panels/all/ for every image)
 
 :func:`write_report` draws the charts (:mod:`.charts`) and panels (:mod:`.panels`), then writes each
@@ -15,6 +16,7 @@ from pathlib import Path
 
 from ..evaluation.evaluate import Evaluation
 from . import charts, html, markdown, summary
+from .curves import report_pictures
 from . import panels as V
 from .format import safe_name
 from .hints import hints
@@ -52,10 +54,11 @@ def write_report(ev: Evaluation, source, out_dir: str | Path, worst_k: int = 12,
                           worst[-1].miou if worst and len(worst) < len(ev.images) else None)
     worst_links = render_panels(source, [r.stem for r in worst], out, "worst", tile, ev, progress)
     all_links = render_panels(source, [r.stem for r in ev.images], out, "", tile, ev, progress) if all_panels else {}
+    curves = report_pictures(source.run_dir, source.fold_dirs, out) if hasattr(source, "fold_dirs") else []
     tips = hints(ev)
     title = title or f"Segmentation report · {ev.name}"
     info = {"images": f"{len(ev.images)}", "classes": f"{schema.num_classes}", **ev.info}
-    (out / "report.html").write_text(html.report_page(ev, title, info, tips, worst, worst_links, all_links))
+    (out / "report.html").write_text(html.report_page(ev, title, info, tips, worst, worst_links, all_links, curves))
     (out / "report.md").write_text(markdown.report_markdown(ev, title, info, tips, worst, worst_links))
     (out / "summary.json").write_text(summary.report_json(ev, worst))
     return {"html": out / "report.html", "md": out / "report.md", "json": out / "summary.json"}

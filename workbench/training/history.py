@@ -1,6 +1,6 @@
 """What a run records about itself: ``metrics.json`` (rewritten atomically after every epoch, so an
-interrupted run's history is readable without its checkpoint, and at the end) and the console lines
-and per-class IoU table it prints."""
+interrupted run's history is readable without its checkpoint, and at the end), the ``progress.png``
+curves drawn from it, and the console lines and per-class IoU table it prints."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ import numpy as np
 from rich.table import Table
 
 from ..core.atomic import atomic_write
+from ..core.console import console
 
 
 def run_metrics(cfg: dict, state: dict, n_params: int, schema, finished: bool) -> dict:
@@ -28,6 +29,24 @@ def run_metrics(cfg: dict, state: dict, n_params: int, schema, finished: bool) -
 
 def write_metrics(out: Path, metrics: dict) -> None:
     atomic_write(out / "metrics.json", json.dumps(metrics, indent=1))
+
+
+_drawing_failed = False  # warn about the first progress.png that cannot be drawn, not every epoch
+
+
+def draw_progress(out: Path, metrics: dict) -> None:
+    """Redraw ``<out>/progress.png`` from ``metrics`` (:mod:`workbench.reports.curves`); a failure
+    prints one warning per process and never stops the run."""
+    global _drawing_failed
+    try:
+        from ..reports.curves import PROGRESS, progress_chart
+
+        progress_chart(out / PROGRESS, metrics)
+    except Exception as err:  # noqa: BLE001 - a picture is never worth a training run
+        if not _drawing_failed:
+            _drawing_failed = True
+            console.print(f"warning: could not draw {out / 'progress.png'} ({type(err).__name__}: {err}); training "
+                          "goes on, later drawing errors are not shown", style="yellow", markup=False)
 
 
 def epoch_line(record: dict, state: dict, epochs: int) -> str:

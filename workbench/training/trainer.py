@@ -6,7 +6,8 @@ A :class:`Trainer` trains one model on the in-RAM dataset, phase by phase (as nn
     resume()         continue after the last finished epoch of ``<out>/last.pt`` (if any)
     train_epoch(e)   one pass over the training images, every random stream re-seeded for epoch e
     validate(rec)    mIoU of the held-out fold at the masks' own resolution
-    end_epoch(rec)   keep the best weights, checkpoint atomically, rewrite metrics.json
+    end_epoch(rec)   keep the best weights, checkpoint atomically, rewrite metrics.json (with the
+                     run's provenance) and redraw progress.png
     export_oof()     plain and mirrored probabilities of the held-out fold (flip TTA), for
                      distillation and analysis
     export_model()   the best weights as a model file with metadata
@@ -30,6 +31,7 @@ import torch
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from ..core import config as config_mod
+from ..core import provenance
 from ..core.console import console
 from ..core.runtime import autocast, resolve_device
 from ..data.augment import build_train_transform
@@ -42,7 +44,7 @@ from ..models.build import build_model, count_parameters, parameter_groups
 from ..models.modelfile import model_metadata, save_model
 from . import checkpoint
 from .array_dataset import ArrayDataset, RowSubset
-from .history import epoch_line, run_metrics, validation_table, write_metrics
+from .history import draw_progress, epoch_line, run_metrics, validation_table, write_metrics
 from .losses import SegLoss
 from .oof import save_oof, to_uint8
 
@@ -80,6 +82,7 @@ class Trainer:
         self.schema = ds.schema
         self.norm = normalization_meta(cfg["normalization"])
         self.stop = False  # set when max_steps is reached
+        self.started, self.earlier_sessions = time.time(), []  # provenance: this session's start, earlier sessions
 
     # ------------------------------------------------------------------------------------ the run
     def fit(self) -> dict:
@@ -147,6 +150,7 @@ class Trainer:
                 console.print(f"{self.out} already finished {self.state['epoch']} epochs; nothing to do")
                 return json.loads(done.read_text())
             console.print(f"resuming from {self.out / checkpoint.LAST} after epoch {self.state['epoch']}")
+            self.earlier_sessions = provenance.earlier_sessions(self.out / "metrics.json")
         (self.out / "config.yaml").write_text(config_mod.dump(self.cfg))
         self.best_state = checkpoint.load_best(self.out) or copy.deepcopy(self.model.state_dict())
         self.meta = dict(model_metadata(self.cfg, self.schema), **self.meta_extra)
@@ -234,7 +238,10 @@ class Trainer:
         state["history"].append(record)
         console.print(epoch_line(record, state, self.cfg["epochs"]))
         checkpoint.save_checkpoint(self.out, self.model, self.optimizer, self.scheduler, self.cfg, state)
-        write_metrics(self.out, run_metrics(self.cfg, state, self.n_params, self.schema, finished=False))
+        metrics = dict(run_metrics(self.cfg, state, self.n_params, self.schema, finished=False),
+                       provenance=self.run_provenance())
+        write_metrics(self.out, metrics)
+        draw_progress(self.out, metrics)
 
     def finish(self) -> dict:
         """Best weights back in the model; validation table, OOF export, model file, final metrics."""
@@ -247,6 +254,7 @@ class Trainer:
             metrics["oof"] = self.export_oof()
         metrics["model_file"] = str(self.export_model(metrics))
         metrics["finished"] = self.state["epoch"] >= self.cfg["epochs"]
+        metrics["provenance"] = self.run_provenance()
         write_metrics(self.out, metrics)
         return metrics
 
@@ -269,10 +277,16 @@ class Trainer:
     def export_model(self, metrics: dict) -> Path:
         """The model (best weights) as ``<out>/model.safetensors`` with its metadata and scores."""
         self.meta["metrics"] = {k: metrics[k] for k in ("val_miou", "oof", "best_epoch") if k in metrics}
+        self.meta["provenance"] = self.run_provenance()
         path = self.out / "model.safetensors"
         size = save_model(path, self.model, self.meta)
         console.print(f"model file {path} ({size / 2**20:.1f} MB)")
         return path
+
+    def run_provenance(self) -> dict:
+        """Commit, library versions, hardware, command and wall time of this session (and the
+        records of the sessions before a resume); see :mod:`workbench.core.provenance`."""
+        return provenance.collect(self.device, self.started, self.earlier_sessions)
 
     def full_masks(self) -> list[np.ndarray]:
         return [self.ds.full_masks[i] for i in self.val_idx]

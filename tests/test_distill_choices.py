@@ -1,0 +1,184 @@
+"""What distillation decides from out-of-fold data, on data built so that the right answer is known:
+the ensemble weights (:func:`fit_weights`), flip TTA and the per-class cleanup thresholds
+(:func:`choose_postprocessing`); and the soft-label cache key, which must change with a teacher file."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from workbench.distillation.ensemble import OOFSet, evaluate_mix, fit_weights
+from workbench.distillation.postprocessing import choose_postprocessing
+from workbench.training.oof import to_uint8
+
+
+def oofset(masks: list[np.ndarray], plain: dict, flip: dict | None = None) -> OOFSet:
+    """An OOF set from class-index masks and float probabilities {group: [(C, H, W), ...]} (stored as
+    uint8 like real OOF files); ``flip`` defaults to the plain views."""
+    flip = plain if flip is None else flip
+    u8 = lambda d: {g: [to_uint8(p) for p in ps] for g, ps in d.items()}  # noqa: E731
+    return OOFSet([f"img{i}" for i in range(len(masks))], list(masks), np.stack(masks), u8(plain), u8(flip))
+
+
+def field(rows: list[tuple[int, list[float]]], width: int = 10) -> tuple[np.ndarray, np.ndarray]:
+    """Mask (H, W) and probabilities (C, H, W) from rows of (true class, probabilities of every pixel)."""
+    mask = np.array([[c] * width for c, _ in rows], np.int64)
+    probs = np.stack([np.tile(np.asarray(p, np.float32)[:, None], (1, width)) for _, p in rows], axis=1)
+    return mask, probs
+
+
+# --------------------------------------------------------------------------------- fit_weights
+# Two kinds of pixels, three classes. Family A is sure of class 1 everywhere. Family B, with flip TTA:
+# "type 1" pixels (truth 1) [2/3, 1/3, 0] - its plain view [1/3, 2/3, 0], its mirror [1, 0, 0] -; "type 2"
+# pixels (truth 0) [0.55, 0, 0.45] in both views. With TTA, w_A * A + (1 - w_A) * B is right on type 1
+# iff w_A > 0.25 and on type 2 iff w_A < 0.355: of the grid, only w_A = 0.3 labels every pixel right.
+# Without TTA every w_A < 0.355 would do (0.0 first).
+A = {1: [0.0, 1.0, 0.0], 2: [0.0, 1.0, 0.0]}
+B_PLAIN = {1: [1 / 3, 2 / 3, 0.0], 2: [0.55, 0.0, 0.45]}
+B_FLIP = {1: [1.0, 0.0, 0.0], 2: [0.55, 0.0, 0.45]}
+NOISE = {1: [0.0, 0.0, 1.0], 2: [0.0, 0.0, 1.0]}  # always the absent class 2
+
+
+def weights_problem(groups=("A", "B")) -> OOFSet:
+    kinds = [(1, 1), (1, 1), (0, 2), (0, 2)]  # (truth, pixel type) per row
+    views = {"A": (A, A), "B": (B_PLAIN, B_FLIP), "N": (NOISE, NOISE)}
+    plain, flip, mask = {}, {}, None
+    for g in groups:
+        mask, p = field([(t, views[g][0][k]) for t, k in kinds])
+        _, f = field([(t, views[g][1][k]) for t, k in kinds])
+        plain[g], flip[g] = [p, p[:, ::-1].copy()], [f, f[:, ::-1].copy()]
+    return oofset([mask, mask[::-1].copy()], plain, flip)
+
+
+def test_fit_weights_finds_the_only_perfect_mix():
+    oofs = weights_problem()
+    w = fit_weights(oofs)
+    assert w == pytest.approx({"A": 0.3, "B": 0.7})
+    assert np.nanmean(evaluate_mix(oofs, w, tta=True, full_res=False)) == 1.0
+    for other in (0.2, 0.4):  # the neighbours of the answer are worse
+        assert np.nanmean(evaluate_mix(oofs, {"A": other, "B": 1 - other}, tta=True, full_res=False)) < 1.0
+
+
+def test_fit_weights_over_three_groups_gives_the_useless_one_nothing():
+    assert fit_weights(weights_problem(("A", "N", "B"))) == pytest.approx({"A": 0.3, "N": 0.0, "B": 0.7})
+
+
+def test_fit_weights_of_one_group():
+    assert fit_weights(weights_problem(("B",))) == {"B": 1.0}
+
+
+# ----------------------------------------------------------------------- choose_postprocessing
+NAMES = ("background", "speck", "small")
+
+
+def blob(probs, mask, y, x, h, w, c, p=0.7, truth=True):
+    """Predict class ``c`` with probability ``p`` (runner-up background) on a box; ``truth``: it is real."""
+    probs[:, y:y + h, x:x + w] = 0.0
+    probs[c, y:y + h, x:x + w] = p
+    probs[0, y:y + h, x:x + w] = 1 - p
+    if truth:
+        mask[y:y + h, x:x + w] = c
+
+
+def cleanup_problem(flip_helps: bool) -> OOFSet:
+    """Two 32x32 images. Class "speck": real parts of 36 and 16 pixels, and false 2x2 speckles (4 px)
+    on the first image; removing components under 1 % of the image (10.24 px) removes exactly the
+    speckles, 2 % also the real 16-px part. Class "small": real 2x2 parts, predicted right; any
+    threshold that removes them hurts. Flip views: all background (TTA hurts) or, when ``flip_helps``,
+    the plain views plus a speck part that the plain view misses (TTA repairs it)."""
+    masks, plain, flip = [], [], []
+    for i in range(2):
+        mask = np.zeros((32, 32), np.int64)
+        probs = np.zeros((3, 32, 32), np.float32)
+        probs[0] = 1.0
+        blob(probs, mask, 2, 2, 6, 6, 1)
+        blob(probs, mask, 20, 20, 4, 4, 1)
+        blob(probs, mask, 2, 20, 2, 2, 2)
+        blob(probs, mask, 26, 2, 2, 2, 2)
+        if i == 0:
+            for y, x in ((12, 12), (12, 26), (28, 14)):
+                blob(probs, mask, y, x, 2, 2, 1, truth=False)
+        mirror = probs.copy()
+        if flip_helps:
+            blob(probs, mask, 12, 2, 6, 6, 1, p=0.4)  # real, but the plain view misses it
+            blob(mirror, np.zeros_like(mask), 12, 2, 6, 6, 1, p=1.0)
+        else:
+            mirror[:] = 0.0
+            mirror[0] = 1.0
+        masks.append(mask)
+        plain.append(probs)
+        flip.append(mirror)
+    return oofset(masks, {"s": plain}, {"s": flip})
+
+
+@pytest.mark.parametrize("flip_helps", [False, True])
+def test_choose_postprocessing_picks_the_better_settings(flip_helps):
+    post = choose_postprocessing(cleanup_problem(flip_helps), NAMES, "s")
+    assert post["tta"]["hflip"] is flip_helps
+    assert post["cleanup"] == {"enabled": True, "min_area": {"speck": 0.01}}
+    ab = post["ablation"]
+    better, worse = (ab["tta"], ab["no_tta"]) if flip_helps else (ab["no_tta"], ab["tta"])
+    assert better["miou"] > worse["miou"]
+    chosen = ab["chosen_tta_plus_cleanup"]
+    assert chosen["miou"] > better["miou"]
+    assert chosen["iou"][1] > better["iou"][1] and chosen["iou"][2] == better["iou"][2] == 1.0
+    assert set(ab["cleanup_gain_per_class_lowres"]) == {"speck"}
+
+
+def test_choose_postprocessing_without_anything_to_clean():
+    oofs = cleanup_problem(False)  # without the speckles' image: cleanup cannot help any class
+    oofs.plain["s"][0] = oofs.plain["s"][1]
+    oofs.small_masks[0] = oofs.small_masks[1]
+    oofs.full_masks[0] = oofs.full_masks[1]
+    post = choose_postprocessing(oofs, NAMES, "s")
+    assert post["cleanup"] == {"enabled": False, "min_area": {}}
+
+
+# ------------------------------------------------------------------- soft-label and OOF caches
+@pytest.fixture
+def tiny_teacher(tiny_data, tmp_path, model_file):
+    from conftest import TINY_SCHEMA
+    from workbench.core.schema import ClassSchema
+    from workbench.data.dataset import load_dataset
+    from workbench.distillation.teachers import Teacher
+    from workbench.models.modelfile import read_metadata
+
+    path = model_file(tmp_path / "teacher.safetensors", ClassSchema.from_dict(TINY_SCHEMA), input_size=64,
+                      folds_file=str(tmp_path / "folds.json"), recipe={"folds": 3, "seed": 0})
+    ds = load_dataset(tiny_data, 64)
+    return Teacher("t", "t", 0, tmp_path / "t" / "fold0", path, read_metadata(path)), ds
+
+
+def retrain(path):
+    """The same teacher file, with other weights (as after retraining)."""
+    from workbench.models.modelfile import load_model, save_model
+
+    model, meta = load_model(path)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    save_model(path, model, meta, dtype=torch.float16)
+
+
+def test_a_changed_teacher_file_changes_the_soft_label_cache(tiny_teacher, tmp_path):
+    from workbench.distillation.soft_labels import cache_key, soft_labels
+
+    teacher, ds = tiny_teacher
+    idx = np.arange(len(ds))
+    key = cache_key([teacher], {"t fold0": 1.0}, ds, idx)
+    assert cache_key([teacher], {"t fold0": 1.0}, ds, idx) == key  # deterministic
+    assert cache_key([teacher], {"t fold0": 1.0}, ds, idx[:-1]) != key  # other images
+    assert cache_key([teacher], {"t fold0": 0.5}, ds, idx) != key  # other weights
+    first = soft_labels([teacher], {"t": 1.0}, ds, idx, tmp_path / "cache", "cpu")
+    again = soft_labels([teacher], {"t": 1.0}, ds, idx, tmp_path / "cache", "cpu")
+    assert np.array_equal(first.log_probs, again.log_probs)
+    assert len(list((tmp_path / "cache").glob("soft_*.npy"))) == 1  # reused
+
+    teacher.model_file.touch()  # a new time stamp is not a new teacher
+    assert cache_key([teacher], {"t fold0": 1.0}, ds, idx) == key
+    retrain(teacher.model_file)
+    assert cache_key([teacher], {"t fold0": 1.0}, ds, idx) != key
+    rebuilt = soft_labels([teacher], {"t": 1.0}, ds, idx, tmp_path / "cache", "cpu")
+    assert len(list((tmp_path / "cache").glob("soft_*.npy"))) == 2
+    assert not np.array_equal(rebuilt.log_probs, first.log_probs)
