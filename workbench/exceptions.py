@@ -67,6 +67,11 @@ class InferenceError(WorkbenchError):
     output, unavailable device); single unreadable images are reported and skipped instead."""
 
 
+class LaunchError(WorkbenchError, RuntimeError):
+    """Fold jobs that cannot be submitted: the engine is not installed or not reachable (no submitit,
+    no SLURM on this machine). A job that fails is reported by the launcher, not raised."""
+
+
 class AnalysisError(WorkbenchError, ValueError):
     """Inputs that cannot be analysed (no matching files, wrong schema, ...); the message says why."""
 

@@ -104,6 +104,12 @@ RULES: dict[str, Field] = {
     "kd_weight": Field(float, lo=0, hi=1),
     "family_max_gap": _NUM,
     "export_dtype": Field(str, choices=("float16", "float32", "bfloat16")),
+    "launcher": Field(str, choices=("none", "local", "slurm")),  # the engines of workbench.training.launch
+    "gpus_per_job": _INT,
+    "cpus_per_job": Field(int, lo=1),
+    "job_minutes": Field(int, lo=1),
+    "jobs_parallel": _INT,
+    "sbatch_options": Field(list, item=Field(str)),
 }
 _KINDS = ((bool, bool), (int, int), (float, float), (list, list), (str, str))
 

@@ -26,6 +26,7 @@ from ..data.folds import split_for
 from ..data.preprocess import normalization_meta
 from ..inference.tta import predict_arrays
 from ..models.modelfile import load_model, read_metadata, save_model
+from ..training.done import not_done_reason
 from ..training.oof import has_oof, save_oof, to_uint8
 
 PUBLISHED_DIR = Path("weights") / "teachers"
@@ -61,8 +62,12 @@ def collect_teachers(names: list[str], folds: list[int], runs_dir: Path = Path("
     for name in names:
         for fold in folds:
             model_file = find_model_file(name, fold, runs_dir, published_dir)
-            if model_file is None:
-                problems.append(f"teacher {name} fold {fold} is missing or unfinished ({runs_dir / name / f'fold{fold}'}); "
+            run_dir = runs_dir / name / f"fold{fold}"
+            state = "missing" if model_file is None else None
+            if model_file is not None and model_file.parent == run_dir:  # trained here: its run must be done
+                state = not_done_reason(run_dir)
+            if state is not None:
+                problems.append(f"teacher {name} fold {fold} is {state} ({run_dir}); "
                                 f"train it with: python train.py recipe={name} fold={fold}")
                 continue
             meta = read_metadata(model_file)

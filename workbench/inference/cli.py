@@ -58,6 +58,14 @@ def positive_int(text: str) -> int:
     return value
 
 
+def shard_spec(text: str) -> tuple[int, int]:
+    """``i/n`` -> (i, n), 0 <= i < n."""
+    i, sep, n = text.partition("/")
+    if not (sep and i.isdigit() and n.isdigit() and int(i) < int(n)):
+        raise argparse.ArgumentTypeError(f"expected i/n with 0 <= i < n (e.g. 0/4), got {text}")
+    return int(i), int(n)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = ArgumentParser(
         prog="inference.py",
@@ -75,6 +83,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="model file (default: the shipped student, weights/student.safetensors)")
     p.add_argument("--recursive", action="store_true",
                    help="also read sub-folders of --input, mirroring their structure in --output")
+    p.add_argument("--shard", type=shard_spec, default=(0, 1), metavar="I/N",
+                   help="only the I-th (from 0) of N parts of the sorted input files, so that N jobs "
+                        "(I = 0..N-1) write disjoint masks into the same --output")
     p.add_argument("--no-tta", action="store_true",
                    help="single forward pass: no horizontal-flip test-time augmentation, no extra scales")
     p.add_argument("--scales", type=float, nargs="+", metavar="S",
@@ -114,7 +125,7 @@ def print_summary(stats: RunStats, output: Path, benchmark: bool, out=None) -> N
 def run(args: argparse.Namespace, console: Console | None = None) -> RunStats:
     """Everything ``main`` does after parsing; raises :class:`InferenceError` (or a
     :class:`ConfigError` for the device) for fatal problems."""
-    jobs, skipped = plan_jobs(args.input, args.output, args.recursive)
+    jobs, skipped = plan_jobs(args.input, args.output, args.recursive, args.shard)
     device = resolve_device(args.device)
     cpus = usable_cpus()
     threads = args.threads or cpus

@@ -6,6 +6,9 @@
 - every file is tried (whatever its extension) and those that do not decode are reported by the run;
   a file whose mask would overwrite an input file or another file's mask (``car.jpg`` and ``car.png``
   both give ``car.png``) is skipped with a reason.
+- ``--shard i/n`` keeps the i-th (from 0) of n contiguous parts of the sorted relative paths, after
+  the collisions above were settled on the whole listing: n jobs with i = 0..n-1 write disjoint
+  outputs into the same folder and together exactly the masks of one unsharded run.
 """
 
 from __future__ import annotations
@@ -42,9 +45,10 @@ def _raise(err: OSError) -> None:
     raise err
 
 
-def plan_jobs(input_path: Path, output: Path, recursive: bool) -> tuple[list[Job], list[tuple[str, str]]]:
+def plan_jobs(input_path: Path, output: Path, recursive: bool,
+              shard: tuple[int, int] = (0, 1)) -> tuple[list[Job], list[tuple[str, str]]]:
     """Input files and their output paths, plus (file, reason) of those that must be skipped because
-    their mask would overwrite an input file or another file's mask."""
+    their mask would overwrite an input file or another file's mask; only those of ``shard`` (i, n)."""
     if not input_path.exists():
         raise InferenceError(f"input folder not found: {input_path}")
     if input_path.is_file():
@@ -64,11 +68,14 @@ def plan_jobs(input_path: Path, output: Path, recursive: bool) -> tuple[list[Job
         raise InferenceError(f"input is neither a folder nor a file: {input_path}")
 
     inputs = {(root / rel).resolve() for rel in rels}
+    mine = set(shard_part(rels, *shard))
     jobs, skipped, taken = [], [], {}
     for rel in rels:
         src, dst = root / rel, output / rel.parent / (rel.stem + ".png")
         key = dst.resolve()
-        if key in inputs:
+        if rel not in mine:
+            taken.setdefault(key, src)  # another shard's file: it still claims its mask
+        elif key in inputs:
             skipped.append((str(src), f"its mask {dst} would overwrite an input file; use another --output folder"))
         elif key in taken:
             skipped.append((str(src), f"its mask {dst} would overwrite the mask of {taken[key]} (same stem)"))
@@ -76,6 +83,11 @@ def plan_jobs(input_path: Path, output: Path, recursive: bool) -> tuple[list[Job
             taken[key] = src
             jobs.append(Job(src, dst))
     return jobs, skipped
+
+
+def shard_part(rels: list[Path], i: int, n: int) -> list[Path]:
+    """The i-th (0 <= i < n) of n contiguous, nearly equal parts of the sorted list ``rels``."""
+    return rels[len(rels) * i // n:len(rels) * (i + 1) // n]
 
 
 def prepare_output(output: Path) -> None:

@@ -21,7 +21,9 @@ LAST, BEST = "last.pt", "best_state.pt"
 
 # Keys that may change between an interrupted run and its resumption.
 RESUMABLE_CHANGES = {"epochs", "threads", "device", "max_steps", "save_oof", "recipe",
-                     "export", "export_dtype", "family_max_gap"}  # the last three only matter after training
+                     "export", "export_dtype", "family_max_gap",  # these three only matter after training
+                     "launcher", "folds_to_run", "partition", "gpus_per_job", "cpus_per_job", "job_minutes",
+                     "jobs_parallel", "sbatch_options"}  # how folds are sent as jobs, not what they train
 
 
 def config_changes(old: dict, new: dict) -> list[str]:

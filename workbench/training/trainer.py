@@ -14,6 +14,7 @@ A :class:`Trainer` trains one model on the in-RAM dataset, phase by phase (as nn
 
 :meth:`Trainer.fit` runs them in that order; kill it and run the same command: it resumes after the
 last finished epoch and ends as an uninterrupted run would. :func:`fit` is the one-call form.
+Started by torchrun it is one DDP run over several processes (:mod:`.distributed`); rank 0 writes.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from ..core import config as config_mod
 from ..core import provenance
 from ..core.console import console
-from ..core.runtime import autocast, resolve_device
+from ..core.runtime import autocast
 from ..data.augment import build_train_transform
 from ..data.dataset import Dataset
 from ..data.preprocess import normalization_meta, to_tensor
@@ -42,8 +43,9 @@ from ..exceptions import TrainingDivergedError
 from ..inference import tta
 from ..models.build import build_model, count_parameters, parameter_groups
 from ..models.modelfile import model_metadata, save_model
-from . import checkpoint
+from . import checkpoint, distributed
 from .array_dataset import ArrayDataset, RowSubset
+from .done import mark_done, reopen
 from .history import draw_progress, epoch_line, run_metrics, validation_table, write_metrics
 from .losses import SegLoss
 from .oof import save_oof, to_uint8
@@ -105,19 +107,21 @@ class Trainer:
         """Model, data loader, optimiser, schedule and loss, seeded from ``cfg['seed']``."""
         cfg = self.cfg
         self.out.mkdir(parents=True, exist_ok=True)
-        self.device = resolve_device(cfg["device"])
+        self.dist, self.device = distributed.setup(cfg["device"])  # one process unless started by torchrun
         if cfg["threads"] > 0:
             torch.set_num_threads(cfg["threads"])
         seed_everything(cfg["seed"])
         model = build_model(cfg["arch"], cfg["encoder"], self.schema.num_classes, cfg["encoder_weights"],
                             cfg["decoder_channels"]).to(self.device)
         self.model = model.to(memory_format=torch.channels_last)
+        self.net = self.dist.wrap(self.model)  # what train_step calls: the model, or its DDP wrapper
         self.n_params = count_parameters(self.model)
         console.print(f"[b]{cfg['name']}[/b] fold {cfg['fold']}: {cfg['arch']} / {cfg['encoder']} "
                       f"({self.n_params / 1e6:.2f} M parameters, {self.n_params * 4 / 2**20:.1f} MB fp32), "
                       f"{len(self.train_idx)} train / {len(self.val_idx)} val images at {cfg['image_size']} px"
                       + (f" (training on {cfg['crop_size']} px crops)" if cfg["crop_size"] else "")
-                      + f" on {self.device}")
+                      + f" on {self.device}"
+                      + (f", {self.dist.world_size} processes (DDP)" if self.dist.active else ""))
 
         ds, idx = self.ds, self.train_idx
         self.train_set = ArrayDataset(ds.images[idx], ds.masks[idx],
@@ -125,9 +129,11 @@ class Trainer:
                                                             cfg["crop_size"]),
                                       None if self.soft is None else RowSubset(self.soft, idx))
         self.generator = torch.Generator().manual_seed(cfg["seed"])
-        self.loader = torch.utils.data.DataLoader(self.train_set, batch_size=cfg["batch_size"], shuffle=True,
-                                                  drop_last=len(self.train_set) > cfg["batch_size"],
-                                                  generator=self.generator)
+        self.sampler = self.dist.sampler(self.train_set, cfg["seed"])  # this rank's share (None: one process)
+        per_process = len(self.train_set) if self.sampler is None else len(self.sampler)
+        self.loader = torch.utils.data.DataLoader(self.train_set, batch_size=cfg["batch_size"],
+                                                  shuffle=self.sampler is None, sampler=self.sampler,
+                                                  drop_last=per_process > cfg["batch_size"], generator=self.generator)
         self.steps_per_epoch = len(self.loader)
         total, warmup = self.steps_per_epoch * cfg["epochs"], int(cfg["warmup_epochs"] * self.steps_per_epoch)
         self.optimizer = torch.optim.AdamW(parameter_groups(self.model, cfg["lr"], cfg["decoder_lr_mult"]),
@@ -151,7 +157,9 @@ class Trainer:
                 return json.loads(done.read_text())
             console.print(f"resuming from {self.out / checkpoint.LAST} after epoch {self.state['epoch']}")
             self.earlier_sessions = provenance.earlier_sessions(self.out / "metrics.json")
-        (self.out / "config.yaml").write_text(config_mod.dump(self.cfg))
+        if self.dist.is_main:
+            (self.out / "config.yaml").write_text(config_mod.dump(self.cfg))
+            reopen(self.out)  # it trains on: not done (any more)
         self.best_state = checkpoint.load_best(self.out) or copy.deepcopy(self.model.state_dict())
         self.meta = dict(model_metadata(self.cfg, self.schema), **self.meta_extra)
         return None
@@ -160,11 +168,13 @@ class Trainer:
         """One pass over the training images; returns the epoch's record (loss, lr, speed)."""
         cfg, state = self.cfg, self.state
         # Every random stream is re-seeded per epoch, so a resumed run repeats the interrupted epoch exactly.
-        epoch_seed = cfg["seed"] * 1000 + epoch
+        epoch_seed = self.dist.rank_seed(cfg["seed"] * 1000 + epoch)  # one process (and rank 0): seed*1000 + epoch
         seed_everything(epoch_seed)
         self.generator.manual_seed(epoch_seed)
         if self.train_set.transform is not None:
             self.train_set.transform.set_random_seed(epoch_seed)
+        if self.sampler is not None:
+            self.sampler.set_epoch(epoch)
         self.model.train()
         t0, losses, bad_steps, n_seen = time.time(), [], 0, 0
         with Progress(TextColumn(f"epoch {epoch}/{cfg['epochs']}"), BarColumn(), MofNCompleteColumn(),
@@ -192,7 +202,9 @@ class Trainer:
                     self.stop = True
                     break
         seconds = time.time() - t0
-        return {"epoch": epoch, "train_loss": float(np.mean(losses)) if losses else float("nan"),
+        self.dist.sync_buffers(self.model)  # every rank now holds rank 0's weights
+        train_loss, n_seen = self.dist.epoch_totals(losses, n_seen)
+        return {"epoch": epoch, "train_loss": train_loss,
                 "lr": self.scheduler.get_last_lr()[0], "seconds": round(seconds, 1),
                 "images_per_s": round(n_seen / max(seconds, 1e-9), 2)}
 
@@ -203,12 +215,12 @@ class Trainer:
         x = to_tensor(batch["image"], self.norm, device)
         y = batch["mask"].to(device)
         with autocast(device, self.cfg["precision"]):
-            logits = self.model(x)
+            logits = self.net(x)
         loss = self.seg_loss(logits, y)
         if self.extra_loss is not None:
             loss = self.extra_loss(logits, {k: v.to(device) for k, v in batch.items()}, loss)
         self.optimizer.zero_grad(set_to_none=True)
-        finite = bool(torch.isfinite(loss))
+        finite = self.dist.all_true(bool(torch.isfinite(loss)))  # DDP: all ranks step or skip together
         if finite:
             loss.backward()
             grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), float("inf"))
@@ -221,9 +233,10 @@ class Trainer:
     def validate(self, record: dict) -> None:
         """Add the held-out fold's mIoU and per-class IoU (no TTA) to the epoch's ``record``."""
         self.model.eval()
-        probs = tta.predict_arrays(self.model, self.ds.images[self.val_idx], self.norm, self.device,
+        idx = self.dist.shard(self.val_idx)  # DDP: this rank's images; confusion counts summed over ranks
+        probs = tta.predict_arrays(self.model, self.ds.images[idx], self.norm, self.device,
                                    precision=self.cfg["precision"])
-        iou = iou_per_class(confusion_from_probs(probs, self.full_masks(), self.schema.num_classes))
+        iou = iou_per_class(self.dist.sum(confusion_from_probs(probs, self.full_masks(idx), self.schema.num_classes)))
         record.update(val_miou=float(np.nanmean(iou)), val_iou=[None if not np.isfinite(v) else float(v) for v in iou])
 
     def end_epoch(self, record: dict) -> None:
@@ -233,10 +246,13 @@ class Trainer:
         if score >= state["best_miou"] or not len(self.val_idx):
             state["best_miou"], state["best_epoch"] = score, record["epoch"]
             self.best_state = copy.deepcopy(self.model.state_dict())
-            checkpoint.save_best(self.out, self.best_state)
+            if self.dist.is_main:
+                checkpoint.save_best(self.out, self.best_state)
         state["epoch"] = record["epoch"]
         state["history"].append(record)
         console.print(epoch_line(record, state, self.cfg["epochs"]))
+        if not self.dist.is_main:
+            return  # only rank 0 writes files
         checkpoint.save_checkpoint(self.out, self.model, self.optimizer, self.scheduler, self.cfg, state)
         metrics = dict(run_metrics(self.cfg, state, self.n_params, self.schema, finished=False),
                        provenance=self.run_provenance())
@@ -248,6 +264,8 @@ class Trainer:
         self.model.load_state_dict(self.best_state)
         self.model.eval()
         metrics = run_metrics(self.cfg, self.state, self.n_params, self.schema, finished=False)
+        if not self.dist.is_main:
+            return metrics  # only rank 0 exports and writes files
         if len(self.val_idx):
             console.print(validation_table(self.state, self.schema.names, self.cfg["fold"]))
         if len(self.val_idx) and self.cfg["save_oof"]:
@@ -256,6 +274,8 @@ class Trainer:
         metrics["finished"] = self.state["epoch"] >= self.cfg["epochs"]
         metrics["provenance"] = self.run_provenance()
         write_metrics(self.out, metrics)
+        if metrics["finished"]:
+            mark_done(self.out, self.state["epoch"])  # the very last file: this run is done
         return metrics
 
     def export_oof(self) -> dict:
@@ -288,8 +308,8 @@ class Trainer:
         records of the sessions before a resume); see :mod:`workbench.core.provenance`."""
         return provenance.collect(self.device, self.started, self.earlier_sessions)
 
-    def full_masks(self) -> list[np.ndarray]:
-        return [self.ds.full_masks[i] for i in self.val_idx]
+    def full_masks(self, idx=None) -> list[np.ndarray]:
+        return [self.ds.full_masks[i] for i in (self.val_idx if idx is None else idx)]
 
 
 def fit(cfg: dict, ds: Dataset, train_idx, val_idx, soft=None, extra_loss: Callable | None = None,
