@@ -1,6 +1,6 @@
 """What distillation decides from out-of-fold data, on data built so that the right answer is known:
 the ensemble weights (:func:`fit_weights`), flip TTA and the per-class cleanup thresholds
-(:func:`choose_postprocessing`); and the soft-label cache key, which must change with a teacher file."""
+(:func:`choose_postprocessing`); and the soft-label and OOF caches, which must follow a changed teacher file."""
 
 from __future__ import annotations
 
@@ -182,3 +182,31 @@ def test_a_changed_teacher_file_changes_the_soft_label_cache(tiny_teacher, tmp_p
     rebuilt = soft_labels([teacher], {"t": 1.0}, ds, idx, tmp_path / "cache", "cpu")
     assert len(list((tmp_path / "cache").glob("soft_*.npy"))) == 2
     assert not np.array_equal(rebuilt.log_probs, first.log_probs)
+
+
+def test_a_changed_teacher_file_rebuilds_its_oof_predictions(tiny_teacher, monkeypatch):
+    from workbench.distillation import teachers as teachers_mod
+    from workbench.training.oof import load_oof, oof_model_sha1, save_oof
+
+    teacher, ds = tiny_teacher
+    builds = []
+    real = teachers_mod.predict_arrays
+    monkeypatch.setattr(teachers_mod, "predict_arrays", lambda *a, **k: builds.append(1) or real(*a, **k))
+    teachers_mod.ensure_oof(teacher, ds, str(ds.data_dir), "cpu")
+    first = np.array(load_oof(teacher.run_dir).probs)
+    assert oof_model_sha1(teacher.run_dir) == teachers_mod.file_digest(teacher.model_file)
+    teachers_mod.ensure_oof(teacher, ds, str(ds.data_dir), "cpu")
+    assert len(builds) == 1  # up to date: kept
+
+    retrain(teacher.model_file)
+    teachers_mod.ensure_oof(teacher, ds, str(ds.data_dir), "cpu")
+    assert len(builds) == 2
+    assert not np.array_equal(np.array(load_oof(teacher.run_dir).probs), first)
+    assert oof_model_sha1(teacher.run_dir) == teachers_mod.file_digest(teacher.model_file)
+
+    oof = load_oof(teacher.run_dir)  # OOF files a training run wrote itself (no digest) belong to its model
+    save_oof(teacher.run_dir, oof.stems, oof.schema, oof.image_size, oof.fold, np.array(oof.probs),
+             np.array(oof.probs_flip))
+    retrain(teacher.model_file)
+    teachers_mod.ensure_oof(teacher, ds, str(ds.data_dir), "cpu")
+    assert len(builds) == 2

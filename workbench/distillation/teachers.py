@@ -27,7 +27,7 @@ from ..data.preprocess import normalization_meta
 from ..inference.tta import predict_arrays
 from ..models.modelfile import load_model, read_metadata, save_model
 from ..training.done import not_done_reason
-from ..training.oof import has_oof, save_oof, to_uint8
+from ..training.oof import has_oof, oof_model_sha1, save_oof, to_uint8
 
 PUBLISHED_DIR = Path("weights") / "teachers"
 
@@ -99,9 +99,16 @@ def teacher_config(teacher: Teacher, data: str) -> dict:
 
 @torch.inference_mode()
 def ensure_oof(teacher: Teacher, ds: Dataset, data: str, device_name: str = "auto") -> None:
-    """Rebuild the teacher's OOF probabilities (plain and mirrored) on its held-out fold if missing."""
+    """Rebuild the teacher's OOF probabilities (plain and mirrored) on its held-out fold if they are
+    missing, or if they were rebuilt from a teacher file that has changed since (a retrained or newly
+    published teacher; OOF files written by the training run itself belong to its model file)."""
+    digest = file_digest(teacher.model_file)
     if has_oof(teacher.run_dir):
-        return
+        made_from = oof_model_sha1(teacher.run_dir)
+        if made_from is None or made_from == digest:
+            return
+        console.print(f"{teacher.model_file} changed since the OOF predictions in {teacher.run_dir} were made "
+                      "from it: rebuilding them")
     size = teacher.meta["input_size"][0]
     if ds.images.shape[1] != size:
         raise DistillError(f"{teacher.model_file} predicts at {size} px, the dataset is held at {ds.images.shape[1]}")
@@ -111,7 +118,7 @@ def ensure_oof(teacher: Teacher, ds: Dataset, data: str, device_name: str = "aut
     views = predict_arrays(model, ds.images[val_idx], normalization_meta(meta["normalization"]["name"]), device,
                            flip_perm=ds.schema.flip_permutation, precision="auto", parts=True)
     save_oof(teacher.run_dir, [ds.stems[i] for i in val_idx], ds.schema, size, teacher.fold,
-             to_uint8(views.plain.numpy()), to_uint8(views.mirrored.numpy()))
+             to_uint8(views.plain.numpy()), to_uint8(views.mirrored.numpy()), model_sha1=digest)
     console.print(f"rebuilt the OOF predictions of {teacher.label} from {teacher.model_file} "
                   f"({len(val_idx)} held-out images) -> {teacher.run_dir}")
 

@@ -7,7 +7,9 @@ Layout inside a run folder (``runs/<name>/fold<k>/``):
                           the training resolution S (images squashed to S x S as in training);
 - ``oof_probs_flip.npy``  the same for the mirrored images, un-flipped and channel-permuted, so that
                           flip-TTA probabilities are the mean of the two arrays;
-- ``oof.json``            {"stems": [...], "schema": {...}, "image_size": S, "fold": k}.
+- ``oof.json``            {"stems": [...], "schema": {...}, "image_size": S, "fold": k}, plus
+                          ``"model_sha1"`` (the SHA-1 of the model file) when distillation rebuilt
+                          them from a teacher file, so that a changed file is noticed.
 
 Arrays are opened memory-mapped, so reading a fold costs no RAM until used.
 """
@@ -44,12 +46,20 @@ def to_uint8(probs: np.ndarray) -> np.ndarray:
 
 
 def save_oof(run_dir: str | Path, stems: list[str], schema: ClassSchema, image_size: int, fold: int,
-             probs: np.ndarray, probs_flip: np.ndarray) -> None:
+             probs: np.ndarray, probs_flip: np.ndarray, model_sha1: str | None = None) -> None:
     run_dir = Path(run_dir)
     for name, arr in (("oof_probs.npy", probs), ("oof_probs_flip.npy", probs_flip)):
         atomic_write(run_dir / name, lambda tmp, arr=arr: np.save(tmp, arr))
     info = {"stems": list(stems), "schema": schema.to_dict(), "image_size": int(image_size), "fold": int(fold)}
+    if model_sha1:
+        info["model_sha1"] = model_sha1
     atomic_write(run_dir / "oof.json", json.dumps(info, indent=1))
+
+
+def oof_model_sha1(run_dir: str | Path) -> str | None:
+    """SHA-1 of the model file the OOF predictions were rebuilt from; None when the training run wrote
+    them itself (beside the model file it exported: a new training run rewrites both)."""
+    return json.loads((Path(run_dir) / "oof.json").read_text()).get("model_sha1")
 
 
 def has_oof(run_dir: str | Path) -> bool:
