@@ -119,3 +119,37 @@ def dsmlr() -> Path:
     if not (DSMLR / "images").is_dir():
         pytest.skip(f"DSMLR data not found at {DSMLR}")
     return DSMLR
+
+
+# ------------------------------------------------------------------------------ skipped tests
+# Every run prints how many tests skipped. With CARPARTS_CI=1 (set by .ci/run) the run fails when a
+# test that needs the shared dataset skipped although the dataset is present (a broken path, a
+# renamed file), or when the browser test skipped (Chromium missing). A test that needs the dataset
+# says "DSMLR" in its skip reason; the browser tests say "chromium".
+SKIPS: list[tuple[str, str]] = []
+
+
+def pytest_runtest_logreport(report):
+    if report.skipped and not hasattr(report, "wasxfail"):
+        longrepr = report.longrepr
+        reason = longrepr[2] if isinstance(longrepr, tuple) else str(longrepr)
+        SKIPS.append((report.nodeid, reason))
+
+
+def forbidden_skips(skips: list[tuple[str, str]], dataset_present: bool) -> list[tuple[str, str]]:
+    """The skips CI does not accept: dataset skips while the dataset is there, and browser skips."""
+    return [(node, reason) for node, reason in skips
+            if (dataset_present and "dsmlr" in reason.lower()) or "chromium" in reason.lower()]
+
+
+def pytest_sessionfinish(session, exitstatus):
+    if os.environ.get("CARPARTS_CI") == "1" and forbidden_skips(SKIPS, (DSMLR / "images").is_dir()):
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    terminalreporter.write_line(f"skipped tests: {len(SKIPS)}")
+    if os.environ.get("CARPARTS_CI") == "1":
+        for node, reason in forbidden_skips(SKIPS, (DSMLR / "images").is_dir()):
+            terminalreporter.write_line(f"CI error: {node} skipped ({reason}); the dataset is at {DSMLR} "
+                                        "and Chromium must be installed", red=True)
