@@ -25,6 +25,8 @@ def main(argv: list[str]) -> int:
     if wants_help(argv):
         print(__doc__)
         return 0
+    from rich.text import Text
+
     from workbench.core.console import console
     from workbench.data.dataset import load_dataset
     from workbench.data.folds import split_for
@@ -36,11 +38,11 @@ def main(argv: list[str]) -> int:
         return launch(cfg, argv)
     distributed.setup(cfg["device"])  # under torchrun: join the run's processes; only rank 0 prints
     try:
-        console.rule(f"recipe {cfg['recipe'] or '(defaults)'}")
-        console.print(config.dump(cfg), highlight=False)
+        console.rule(Text(f"recipe {cfg['recipe'] or '(defaults)'}"))
+        console.print(config.dump(cfg), highlight=False, markup=False)  # values are the user's text, not markup
         ds = load_dataset(cfg["data"], cfg["image_size"])
         train_idx, val_idx, folds_file = split_for(cfg, ds)
-        console.print(f"{len(ds)} images, {ds.schema.num_classes} classes, folds from {folds_file}")
+        console.print(f"{len(ds)} images, {ds.schema.num_classes} classes, folds from {folds_file}", markup=False)
         fit(cfg, ds, train_idx, val_idx, meta_extra={"folds_file": str(folds_file)})
     finally:
         distributed.close()

@@ -9,7 +9,9 @@ import os
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-from workbench.core.cli import ArgumentParser  # noqa: E402
+from workbench.core.cli import ArgumentParser, at_least  # noqa: E402
+
+COUNT, POSITIVE, TILE = at_least(0), at_least(1), at_least(32)  # argparse types of counts and sizes
 
 
 class Formatter(argparse.RawDescriptionHelpFormatter):
@@ -39,8 +41,28 @@ def add_data_args(p: argparse.ArgumentParser, images_help: str = "folder of the 
 
 def add_run_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("training runs (out-of-fold probabilities)")
-    g.add_argument("--folds", type=int, nargs="+", metavar="K", help="only these folds (default: every fold*/oof.json)")
+    g.add_argument("--folds", type=COUNT, nargs="+", metavar="K", help="only these folds (default: every fold*/oof.json)")
     g.add_argument("--no-tta", action="store_true", help="score the plain prediction instead of flip-TTA")
+
+
+def add_strict_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--strict", action="store_true", help="stop with an error when some images have no prediction "
+                   "or an unreadable one (default: say how many, name them, and score the others)")
+
+
+def check_coverage(evaluations, strict: bool) -> None:
+    """Say what was not scored (missing or unreadable predictions), on stderr; with ``strict``
+    missing or unreadable predictions are an :class:`AnalysisError` instead."""
+    import sys
+
+    from workbench.exceptions import AnalysisError
+    for ev in evaluations:
+        message = ev.coverage()
+        if message is None:
+            continue
+        if strict and (ev.missing or ev.unreadable):
+            raise AnalysisError(f"{message} (--strict)")
+        print(f"warning: {message}", file=sys.stderr)
 
 
 def progress(description: str):

@@ -18,7 +18,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from analysis._cli import add_data_args, add_run_args, parser, progress
+from analysis._cli import (COUNT, POSITIVE, TILE, add_data_args, add_run_args, add_strict_arg, check_coverage,
+                           parser, progress)
 from workbench.core.cli import fail_cleanly
 
 
@@ -30,13 +31,14 @@ def parse_args(argv=None) -> argparse.Namespace:
     add_data_args(p)
     add_run_args(p)
     p.add_argument("--out", metavar="DIR", default="report_cmp", help="output folder")
-    p.add_argument("-k", "--changed", metavar="K", type=int, default=6,
+    p.add_argument("-k", "--changed", metavar="K", type=COUNT, default=6,
                    help="panels of the K most regressed and K most improved images")
-    p.add_argument("--worst", metavar="K", type=int, default=8, help="worst-images gallery size of the sub-reports")
+    p.add_argument("--worst", metavar="K", type=COUNT, default=8, help="worst-images gallery size of the sub-reports")
     p.add_argument("--no-sub-reports", action="store_true", help="skip the two single reports in sub-folders")
-    p.add_argument("--tile", metavar="PX", type=int, default=320, help="side of one comparison-panel tile")
-    p.add_argument("--boundary", metavar="PX", type=int, default=3, help="width of the boundary band")
-    p.add_argument("--limit", metavar="N", type=int, help="only the first N common images")
+    p.add_argument("--tile", metavar="PX", type=TILE, default=320, help="side of one comparison-panel tile")
+    p.add_argument("--boundary", metavar="PX", type=COUNT, default=3, help="width of the boundary band")
+    p.add_argument("--limit", metavar="N", type=POSITIVE, help="only the first N common images")
+    add_strict_arg(p)
     return p.parse_args(argv)
 
 
@@ -67,6 +69,7 @@ def main(argv=None) -> int:
         common = common[: args.limit]
     ev_a = evaluate(src_a, common, boundary_px=args.boundary, progress=progress(f"scoring {names[0]}"))
     ev_b = evaluate(src_b, common, boundary_px=args.boundary, progress=progress(f"scoring {names[1]}"))
+    check_coverage([ev_a, ev_b], args.strict)
     write_comparison(ev_a, ev_b, src_a, src_b, args.out, names, k=args.changed, tile=args.tile,
                      sub_reports=not args.no_sub_reports, worst_k=args.worst, progress=progress("panels"))
     print_comparison(ev_a, ev_b, names, out_dir=args.out)

@@ -17,7 +17,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from analysis._cli import add_run_args, parser, progress
+from analysis._cli import POSITIVE, TILE, add_run_args, parser, progress
 from workbench.core.cli import fail_cleanly
 
 
@@ -32,8 +32,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--schema", metavar="PATH", help="classes.json, or a folder holding one")
     add_run_args(p)
     p.add_argument("--out", required=True, metavar="PATH", help="panel .png (one image) or output folder")
-    p.add_argument("--tile", metavar="PX", type=int, default=384, help="side of one tile")
-    p.add_argument("--limit", metavar="N", type=int, help="folder mode: only the first N images")
+    p.add_argument("--tile", metavar="PX", type=TILE, default=384, help="side of one tile")
+    p.add_argument("--limit", metavar="N", type=POSITIVE, help="folder mode: only the first N images")
     args = p.parse_args(argv)
     if not args.pred and not args.oof:
         p.error("give --pred (a mask file or folder) or --oof (a training run)")

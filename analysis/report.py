@@ -18,7 +18,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from analysis._cli import add_data_args, add_run_args, parser, progress
+from analysis._cli import (COUNT, POSITIVE, TILE, add_data_args, add_run_args, add_strict_arg, check_coverage,
+                           parser, progress)
 from workbench.core.cli import fail_cleanly
 
 
@@ -30,17 +31,18 @@ def parse_args(argv=None) -> argparse.Namespace:
     add_data_args(p)
     add_run_args(p)
     p.add_argument("--out", metavar="DIR", default="report", help="output folder")
-    p.add_argument("--worst", metavar="K", type=int, default=12, help="images in the worst-images gallery")
+    p.add_argument("--worst", metavar="K", type=COUNT, default=12, help="images in the worst-images gallery")
     p.add_argument("--all-panels", action="store_true", help="also write an error-map panel for every image "
                    "(OUT/panels/all/)")
-    p.add_argument("--tile", metavar="PX", type=int, default=384, help="side of one panel tile")
-    p.add_argument("--boundary", metavar="PX", type=int, default=3, help="width of the boundary band around "
+    p.add_argument("--tile", metavar="PX", type=TILE, default=384, help="side of one panel tile")
+    p.add_argument("--boundary", metavar="PX", type=COUNT, default=3, help="width of the boundary band around "
                    "ground-truth edges")
-    p.add_argument("--limit", metavar="N", type=int, help="only the first N images (a quick look)")
+    p.add_argument("--limit", metavar="N", type=POSITIVE, help="only the first N images (a quick look)")
+    add_strict_arg(p)
     p.add_argument("--name", help="name shown in the report (default: the folder's name)")
     g = p.add_argument_group("flip consistency of a model file (for --pred, which has no mirror predictions)")
     g.add_argument("--model", metavar="FILE", help="model file (.safetensors) to run on each image and its mirror")
-    g.add_argument("--flip-images", metavar="N", type=int, default=40, help="at most N images for --model")
+    g.add_argument("--flip-images", metavar="N", type=POSITIVE, default=40, help="at most N images for --model")
     g.add_argument("--device", default=None, help="torch device for --model (default: cuda if available)")
     return p.parse_args(argv)
 
@@ -58,6 +60,7 @@ def main(argv=None) -> int:
                          folds=args.folds, tta=not args.no_tta, name=args.name)
     stems = source.stems[: args.limit] if args.limit else source.stems
     ev = evaluate(source, stems, boundary_px=args.boundary, progress=progress("scoring"))
+    check_coverage([ev], args.strict)
     if args.model:
         measure_flip(ev, source, stems, args)
     write_report(ev, source, args.out, worst_k=args.worst, tile=args.tile, all_panels=args.all_panels,

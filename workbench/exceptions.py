@@ -58,6 +58,11 @@ class TrainingDivergedError(WorkbenchError, RuntimeError):
     """The loss or gradients stayed non-finite; nothing non-finite was saved."""
 
 
+class CheckpointError(WorkbenchError, RuntimeError):
+    """A run folder's checkpoint (``last.pt``, ``best_state.pt``) that cannot be read (truncated,
+    corrupted, not a checkpoint); the message names the file and how to start over."""
+
+
 class DistillError(WorkbenchError, RuntimeError):
     """Distillation cannot run: missing teachers, mismatched schemas, folds or resolutions."""
 
@@ -74,6 +79,11 @@ class LaunchError(WorkbenchError, RuntimeError):
 
 class AnalysisError(WorkbenchError, ValueError):
     """Inputs that cannot be analysed (no matching files, wrong schema, ...); the message says why."""
+
+
+class UnreadablePredictionError(AnalysisError):
+    """A predicted mask that cannot be decoded: the analysis counts it, reports it and scores the
+    other images (``--strict``: an error)."""
 
 
 # What the entry points report as one line. FileNotFoundError: a path named on the command line.

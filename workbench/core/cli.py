@@ -45,6 +45,22 @@ class ArgumentParser(argparse.ArgumentParser):
         raise UsageError(f"{self.prog}: {message} (see {self.prog} --help)")
 
 
+def at_least(minimum: int):
+    """An argparse ``type``: an integer no smaller than ``minimum`` (``--worst -3`` is a usage error)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+        return value
+
+    parse.__name__ = f"integer >= {minimum}"  # how argparse names the type in its messages
+    return parse
+
+
 def wants_help(argv: list[str]) -> bool:
     """True when a ``key=value`` command line (train.py, distill.py) asks for ``-h``/``--help``."""
     return any(a in ("-h", "--help") for a in argv)

@@ -57,6 +57,7 @@ import numpy as np
 
 from ..core.atomic import atomic_write, remove_stale_temporaries, temporary_name
 from ..core.cli import ArgumentParser, fail_cleanly
+from ..core.console import listing
 from ..core.limits import MAX_IMAGE_PIXELS
 from ..core.schema import SCHEMA_FILE, ClassSchema
 from ..exceptions import CocoError
@@ -357,11 +358,6 @@ def _find_image(images_dir: Path, file_name: str) -> Path | None:
     return None
 
 
-def _listing(items: list[str], limit: int = 10) -> str:
-    shown = ", ".join(items[:limit])
-    return shown + (f", ... ({len(items) - limit} more)" if len(items) > limit else "")
-
-
 def import_coco(coco: str | Path | dict, images_dir: str | Path, out_dir: str | Path, *,
                 link: bool = False, background_category: str | None = None,
                 skip_missing: bool = False, skip_crowd: bool = False,
@@ -414,10 +410,10 @@ def import_coco(coco: str | Path | dict, images_dir: str | Path, out_dir: str | 
         by_image[iid].append(ann)
     if unknown_cats:
         raise CocoError("annotations with unknown category ids: " + "; ".join(
-            f"category {c}: annotation(s) {_listing(a)}" for c, a in unknown_cats.items())
+            f"category {c}: annotation(s) {listing(a)}" for c, a in unknown_cats.items())
             + f" (known ids: {sorted(values)})")
     if orphans:
-        warn(f"skipped {len(orphans)} annotation(s) for image ids not in 'images': {_listing(orphans)}")
+        warn(f"skipped {len(orphans)} annotation(s) for image ids not in 'images': {listing(orphans)}")
     if crowd:
         warn(f"skipped {crowd} crowd annotation(s) (--skip-crowd)")
 
@@ -441,7 +437,7 @@ def import_coco(coco: str | Path | dict, images_dir: str | Path, out_dir: str | 
             problems.append(f"{src}: is {size[0]}x{size[1]} but the COCO file says {w}x{h}")
         jobs.append((iid, src, name, stem, h, w))
     if missing:
-        msg = f"{len(missing)} image(s) listed in the COCO file are missing from {images_dir}: {_listing(missing)}"
+        msg = f"{len(missing)} image(s) listed in the COCO file are missing from {images_dir}: {listing(missing)}"
         if skip_missing:
             warn(msg + " (skipped)")
         else:
@@ -478,7 +474,7 @@ def import_coco(coco: str | Path | dict, images_dir: str | Path, out_dir: str | 
         shutil.rmtree(stage, ignore_errors=True)
     if report.empty:
         warn(f"{len(report.empty)} image(s) have no annotations (all-background masks): "
-             f"{_listing(report.empty)}")
+             f"{listing(report.empty)}")
     return report
 
 

@@ -14,7 +14,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..core.console import listing
 from ..core.schema import ClassSchema
+from ..exceptions import AnalysisError, UnreadablePredictionError
 from . import error_kinds as E
 from .flip_consistency import FlipCounts
 from .metrics import confusion_matrix, iou_per_class, mean_iou
@@ -42,6 +44,27 @@ class Evaluation:
     flip: FlipCounts | None = None
     flip_source: str = ""
     info: dict = field(default_factory=dict)
+    expected: int = 0                                       # images that should have a prediction
+    missing: list[str] = field(default_factory=list)        # ... and have none
+    unreadable: list[tuple[str, str]] = field(default_factory=list)  # (stem, reason): prediction does not decode
+    unmatched: list[str] = field(default_factory=list)      # predictions without a ground-truth mask
+
+    def coverage(self) -> str | None:
+        """One sentence on what was not scored (missing or unreadable predictions, predictions
+        without ground truth), or None when every expected image was scored."""
+        if not (self.missing or self.unreadable or self.unmatched):
+            return None
+        n = self.expected or len(self.images) + len(self.missing) + len(self.unreadable)
+        parts = []
+        if self.missing:
+            parts.append(f"{len(self.missing)} of {n} images have no prediction ({listing(self.missing)})")
+        if self.unreadable:
+            parts.append(f"{len(self.unreadable)} of {n} predictions are unreadable ("
+                         + listing([f"{s}: {why}" for s, why in self.unreadable], 3) + ")")
+        if self.unmatched:
+            parts.append(f"{len(self.unmatched)} prediction(s) have no ground-truth mask and were ignored "
+                         f"({listing(self.unmatched)})")
+        return f"{self.name}: scored {len(self.images)} of {n} images; " + "; ".join(parts)
 
     @property
     def iou(self) -> np.ndarray:
@@ -98,6 +121,9 @@ class Evaluation:
                                       for k in E.ERROR_KINDS},
             "per_class_iou": {nm: (None if not math.isfinite(v) else float(v))
                               for nm, v in zip(self.schema.names, self.iou)},
+            "images_expected": self.expected, "missing_predictions": self.missing,
+            "unreadable_predictions": [{"stem": s, "reason": why} for s, why in self.unreadable],
+            "predictions_without_ground_truth": self.unmatched,
         }
         if self.flip is not None:
             d.update(flip_consistency=self.flip.score, flip_consistency_parts=self.flip.part_score,
@@ -116,9 +142,13 @@ def evaluate(source, stems: list[str] | None = None, boundary_px: int = 3,
     cm = np.zeros((c, c), dtype=np.int64)
     regions = E.RegionCounts()
     flip = FlipCounts() if getattr(source, "has_flip", False) else None
-    results = []
+    results, unreadable = [], []
     for stem in (progress(stems) if progress else stems):
-        item = source.get(stem)
+        try:
+            item = source.get(stem)
+        except UnreadablePredictionError as err:  # counted and reported, the other images are scored
+            unreadable.append((stem, str(err)))
+            continue
         icm = confusion_matrix(item.gt, item.pred, c)
         cm += icm
         kinds = E.classify_errors(item.gt, item.pred, schema)
@@ -131,8 +161,16 @@ def evaluate(source, stems: list[str] | None = None, boundary_px: int = 3,
         if flip is not None and pair is not None:
             fa = flip.add(pair[0], pair[1], bg, orient)
         results.append(ImageResult(stem, mean_iou(icm), float(np.trace(icm) / n) if n else float("nan"), counts, fa))
+    missing, unmatched = list(getattr(source, "missing_pred", [])), list(getattr(source, "missing_gt", []))
+    expected = getattr(source, "expected", len(stems) + len(missing))
     if not results:
-        raise ValueError("nothing to evaluate: no images")
+        why = f" ({len(unreadable)} unreadable: {listing([s for s, _ in unreadable])})" if unreadable else ""
+        raise AnalysisError(f"nothing to evaluate in {source.name}: no readable prediction{why}")
+    info = source.describe() if hasattr(source, "describe") else {}
+    if missing or unreadable:
+        info["scored"] = (f"{len(results)} of {expected} images ({len(missing)} without prediction, "
+                          f"{len(unreadable)} unreadable)")
     return Evaluation(source.name, schema, cm, results, regions, boundary_px, flip,
                       "out-of-fold probabilities (plain vs mirrored)" if flip is not None else "",
-                      info=source.describe() if hasattr(source, "describe") else {})
+                      info=info, expected=expected, missing=missing, unreadable=unreadable, unmatched=unmatched)
+

@@ -26,7 +26,7 @@ import numpy as np
 from ..core.schema import SCHEMA_FILE, ClassSchema, load_schema
 from ..data.imageio import IMAGE_EXTS, MASK_EXTS, files_by_stem, read_image, read_mask
 from ..data.resize import resize_labels, resize_rgb
-from ..exceptions import AnalysisError, ImageReadError, SchemaError
+from ..exceptions import AnalysisError, ImageReadError, SchemaError, UnreadablePredictionError
 from ..inference.postprocess import probs_to_labels
 from ..inference.tta import merge_views
 from ..training.oof import OOF, has_oof, load_oof
@@ -61,11 +61,12 @@ def load_image(path: str | Path) -> np.ndarray:
 
 def load_mask(path: str | Path, schema: ClassSchema, strict: bool) -> np.ndarray:
     """(H, W) uint8 class indices of a mask file (:func:`workbench.data.imageio.read_mask`), 255 for
-    values outside the schema; ``strict``: such values are an error (predictions must be in the schema)."""
+    values outside the schema; ``strict`` (a prediction): such values are an error, and a file that
+    does not decode is an :class:`UnreadablePredictionError` (counted and skipped by the evaluation)."""
     try:
         return schema.to_indices(read_mask(path), strict=strict)
-    except ImageReadError as err:
-        raise AnalysisError(f"cannot read mask {path}: {err}") from err
+    except (ImageReadError, OSError) as err:
+        raise (UnreadablePredictionError if strict else AnalysisError)(f"cannot read mask {path}: {err}") from err
     except SchemaError as err:
         raise AnalysisError(f"{path}: {err}; pass the right --schema/--data") from err
 
@@ -138,7 +139,14 @@ class FolderSource:
         path = self._img.get(stem)
         return None if path is None else load_image(path)
 
+    @property
+    def expected(self) -> int:
+        """How many images should have a prediction: those with a ground-truth mask."""
+        return len(self._gt)
+
     def get(self, stem: str) -> Item:
+        """The triple of ``stem``; :class:`UnreadablePredictionError` if its predicted mask does not
+        decode (the evaluation counts and skips those), :class:`AnalysisError` for other problems."""
         gt_path, pred_path = self._gt[stem], self._pred[stem]
         gt = load_mask(gt_path, self.schema, strict=False)
         pred = load_mask(pred_path, self.schema, strict=True)
@@ -199,6 +207,12 @@ class OOFSource:
         self.stems = sorted(s for s in self._where if s in self._gt)
         if not self.stems:
             raise AnalysisError(f"none of the run's OOF images has a mask in {self.gt_dir}")
+
+    missing_pred: list[str] = []  # out-of-fold predictions exist for the run's folds only: none is "missing"
+
+    @property
+    def expected(self) -> int:
+        return len(self.stems)
 
     def describe(self) -> dict:
         return {"run": str(self.run_dir), "folds": ", ".join(d.name for d in self.fold_dirs),

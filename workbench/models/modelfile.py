@@ -19,9 +19,9 @@ from ..core.schema import ClassSchema
 from ..data.preprocess import normalization_meta
 from ..exceptions import ModelFileError
 from .build import build_model
+from .metadata import REQUIRED, validate_metadata
 
 META_KEY = "carparts"
-REQUIRED = ("arch", "encoder", "schema", "input_size", "normalization")
 
 
 def model_metadata(cfg: dict, schema: ClassSchema) -> dict:
@@ -49,6 +49,9 @@ def save_model(path: str | Path, model: torch.nn.Module, meta: dict, dtype: torc
         if dtype is not None and v.is_floating_point():
             v = v.to(dtype)
         state[k] = v.contiguous()
+    bad = non_finite(state)
+    if bad:
+        raise ModelFileError(f"refusing to write {path}: weights are not finite (NaN or infinity) in {bad}")
     meta = dict(meta, weights_dtype=str(dtype or "float32").replace("torch.", ""))
     meta.setdefault("provenance", provenance.collect())
     atomic_write(path, lambda tmp: save_file(state, str(tmp), metadata={META_KEY: json.dumps(meta)}))
@@ -72,10 +75,7 @@ def read_metadata(path: str | Path) -> dict:
         raise ModelFileError(f"{path}: invalid model metadata: {err}") from err
     if not isinstance(meta, dict):
         raise ModelFileError(f"{path}: invalid model metadata: expected a JSON object")
-    missing = [k for k in REQUIRED if k not in meta]
-    if missing:
-        raise ModelFileError(f"{path}: metadata lacks {missing}")
-    return meta
+    return validate_metadata(meta, str(path))
 
 
 def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, dict]:
@@ -93,4 +93,15 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[to
         model.load_state_dict(state)
     except (SafetensorError, RuntimeError, OSError) as err:
         raise ModelFileError(f"{path}: weights do not match {meta['arch']}/{meta['encoder']}: {err}") from err
+    bad = non_finite(state)
+    if bad:
+        raise ModelFileError(f"{path}: weights are not finite (NaN or infinity) in {bad}: the model diverged "
+                             "in training; retrain it with a lower lr=")
     return model.to(device).eval(), meta
+
+
+def non_finite(state: dict[str, torch.Tensor], show: int = 3) -> str:
+    """The names of the (first ``show``) tensors of ``state`` holding NaN or infinity, as one
+    string; empty when every weight is finite."""
+    bad = [k for k, v in state.items() if v.is_floating_point() and not bool(torch.isfinite(v).all())]
+    return ", ".join(bad[:show]) + (f" and {len(bad) - show} more" if len(bad) > show else "")

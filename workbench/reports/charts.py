@@ -1,7 +1,8 @@
 """Charts of the analysis reports (matplotlib, drawn off-screen to PNG files).
 
 Uses matplotlib's object API with the Agg canvas directly, so importing this module never touches
-pyplot's global state or needs a display.
+pyplot's global state or needs a display. Every text is drawn as it is written: math text and TeX are
+off (class and run names are the user's, and ``$\\frac$`` must not reach the math parser).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import LinearSegmentedColormap, PowerNorm, TwoSlopeNorm
 from matplotlib.figure import Figure
 from matplotlib.patches import Rectangle
+from matplotlib.text import Text
 
 from ..evaluation import error_kinds as E
 
@@ -46,6 +48,9 @@ def _style(ax, grid_axis: str = "x") -> None:
 def _save(fig: Figure, path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    for text in fig.findobj(Text):  # titles, labels, tick labels, legends, annotations: literal text
+        text.set_parse_math(False)
+        text.set_usetex(False)
     fig.savefig(path, dpi=DPI, facecolor="white", bbox_inches="tight", pad_inches=0.15)
     return path
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import math
 import re
 from urllib.parse import quote
@@ -24,6 +25,16 @@ def pct(v: float, nd: int = 1) -> str:
 
 def signed(v: float, nd: int = 3) -> str:
     return "n/a" if v is None or not math.isfinite(v) else f"{v:+.{nd}f}"
+
+
+_MARKDOWN_SPECIAL = re.compile(r"([\\`*_\[\](){}#+!|~$])")
+
+
+def md_text(s) -> str:
+    """User text (class, file, run names) as literal Markdown: ``<``, ``>`` and ``&`` as HTML entities
+    (no raw HTML reaches a Markdown viewer), Markdown punctuation, ``|`` and ``$`` backslash-escaped
+    (no emphasis, links, table cells or math from a name)."""
+    return _MARKDOWN_SPECIAL.sub(r"\\\1", html.escape(str(s), quote=False))
 
 
 def href(path: str) -> str:

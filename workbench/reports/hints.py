@@ -1,9 +1,12 @@
-"""What to try next: plain-language hints drawn from an evaluation's error statistics (HTML ``<b>``
-marks the key phrase of each)."""
+"""What to try next: plain-language hints drawn from an evaluation's error statistics. Each hint is
+HTML: ``<b>`` marks its key phrase and the class names in it are escaped (a class may be called
+``<script>``); :func:`hint_text` turns one into plain text, :mod:`.markdown` into Markdown."""
 
 from __future__ import annotations
 
+import html
 import math
+import re
 
 import numpy as np
 
@@ -14,7 +17,7 @@ from ..evaluation.evaluate import Evaluation
 def hints(ev: Evaluation) -> list[str]:
     """Plain-language suggestions of what to try next, from the error statistics."""
     out = []
-    names = ev.schema.names
+    names = [html.escape(n) for n in ev.schema.names]  # user text inside HTML
     totals = ev.kind_totals().astype(float)
     wrong = totals[1:].sum()
     if wrong == 0:
@@ -78,3 +81,14 @@ def hints(ev: Evaluation) -> list[str]:
                        f"{ev.mean_image_miou:.2f} overall. Check the gallery for a common cause (unusual views, "
                        "occlusion, several cars, label errors) before changing the model.")
     return out
+
+
+def hint_text(hint: str) -> str:
+    """A hint as plain text (for the console): no tags, entities back to characters."""
+    return html.unescape(re.sub(r"</?b>", "", hint))
+
+
+def hint_parts(hint: str) -> list[tuple[str, bool]]:
+    """A hint as (plain text, bold) pieces, for formats that mark bold their own way."""
+    pieces = re.split(r"(<b>.*?</b>)", hint)
+    return [(html.unescape(re.sub(r"</?b>", "", p)), p.startswith("<b>")) for p in pieces if p]

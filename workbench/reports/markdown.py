@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import re
 from typing import TYPE_CHECKING
 
 from ..evaluation import error_kinds as E
 from ..evaluation.evaluate import Evaluation
-from .format import href, num, pct, signed
+from .format import href, md_text, num, pct, signed
+from .hints import hint_parts
 
 if TYPE_CHECKING:
     from .comparison import Comparison
@@ -20,14 +20,14 @@ def _md_table(header: list[str], rows: list[list[str]]) -> str:
 
 
 def _plain(s: str) -> str:
-    """HTML hint -> Markdown."""
-    return re.sub(r"</?b>", "**", s)
+    """HTML hint -> Markdown (its text escaped, its bold phrase in ``**``)."""
+    return "".join(f"**{md_text(t)}**" if bold else md_text(t) for t, bold in hint_parts(s))
 
 
 def report_markdown(ev: Evaluation, title: str, info: dict, tips: list[str], worst: list,
                     worst_links: dict[str, str]) -> str:
-    names = list(ev.schema.names)
-    md = [f"# {title}", "", " · ".join(f"{k}: `{v}`" for k, v in info.items()), "",
+    names = [md_text(n) for n in ev.schema.names]  # every user string is escaped (class, file, run names)
+    md = [f"# {md_text(title)}", "", " · ".join(f"{md_text(k)}: {md_text(v)}" for k, v in info.items()), "",
           f"- **mIoU (dataset)**: {num(ev.miou)}  ·  mean image mIoU {num(ev.mean_image_miou)}  ·  pixel accuracy {pct(ev.pixel_acc)}",
           f"- **errors at boundaries**: {pct(ev.regions.boundary_error_share)} of wrong pixels lie within "
           f"{ev.boundary_px} px of a GT edge ({pct(ev.regions.boundary_pixel_share)} of pixels); error rate "
@@ -46,7 +46,7 @@ def report_markdown(ev: Evaluation, title: str, info: dict, tips: list[str], wor
            _md_table(["error kind", "share of wrong pixels"],
                      [[E.ERROR_NAMES[k], pct(t[k] / max(t[1:].sum(), 1))] for k in E.ERROR_KINDS]),
            "", f"## Worst {len(worst)} images", ""]
-    md += [f"{k}. **{r.stem}** (image mIoU {num(r.miou)}): ![{r.stem}]({href(worst_links[r.stem])})"
+    md += [f"{k}. **{md_text(r.stem)}** (image mIoU {num(r.miou)}): ![{md_text(r.stem)}]({href(worst_links[r.stem])})"
            for k, r in enumerate(worst, 1)]
     return "\n".join(md) + "\n"
 
@@ -55,9 +55,10 @@ def comparison_markdown(cmp: Comparison) -> str:
     ev_a, ev_b, (na, nb), common = cmp.a, cmp.b, cmp.names, cmp.common
     links, sub, regress, improve = cmp.panels, cmp.sub_reports, cmp.regress, cmp.improve
     by_a, by_b = ev_a.by_stem(), ev_b.by_stem()
-    cls = list(ev_a.schema.names)
+    cls = [md_text(n) for n in ev_a.schema.names]
+    na, nb = md_text(na), md_text(nb)
     d_m = cmp.delta_miou
-    md = [f"# {cmp.title}", "", f"{len(common)} images.", "",
+    md = [f"# {md_text(cmp.title)}", "", f"{len(common)} images.", "",
           _md_table(["", na, nb, "Δ"], [
               ["mIoU (dataset)", num(ev_a.miou), num(ev_b.miou), signed(d_m)],
               ["mean image mIoU", num(ev_a.mean_image_miou), num(ev_b.mean_image_miou),
@@ -72,9 +73,11 @@ def comparison_markdown(cmp: Comparison) -> str:
           _md_table(["class", na, nb, "Δ"], [[n, num(ev_a.iou[i]), num(ev_b.iou[i]), signed(ev_b.iou[i] - ev_a.iou[i])]
                                              for i, n in enumerate(cls)]),
           "", "## Biggest regressions", ""]
-    md += [f"- **{s}** {num(by_a[s].miou)} → {num(by_b[s].miou)} ({signed(d)}): ![{s}]({href(links[s])})" for d, s in regress]
+    md += [f"- **{md_text(s)}** {num(by_a[s].miou)} → {num(by_b[s].miou)} ({signed(d)}): ![{md_text(s)}]({href(links[s])})"
+           for d, s in regress]
     md += ["", "## Biggest improvements", ""]
-    md += [f"- **{s}** {num(by_a[s].miou)} → {num(by_b[s].miou)} ({signed(d)}): ![{s}]({href(links[s])})" for d, s in improve]
+    md += [f"- **{md_text(s)}** {num(by_a[s].miou)} → {num(by_b[s].miou)} ({signed(d)}): ![{md_text(s)}]({href(links[s])})"
+           for d, s in improve]
     if sub:
-        md += ["", "Full reports: " + ", ".join(f"[{label}]({href(d)}/report.md)" for label, d in sub.items())]
+        md += ["", "Full reports: " + ", ".join(f"[{md_text(label)}]({href(d)}/report.md)" for label, d in sub.items())]
     return "\n".join(md) + "\n"

@@ -15,7 +15,7 @@ import torch
 
 from ..core import config as config_mod
 from ..core.atomic import atomic_write
-from ..exceptions import ConfigError
+from ..exceptions import CheckpointError, ConfigError
 
 LAST, BEST = "last.pt", "best_state.pt"
 
@@ -50,12 +50,16 @@ def load_checkpoint(out: Path, cfg: dict) -> dict | None:
     path = out / LAST
     if not path.exists():
         return None
-    ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    ckpt = _load(path, ("model", "optimizer", "scheduler", "config", "state"))
     diff = config_changes(ckpt["config"], cfg)
     if diff:
         raise ConfigError(f"{out} holds a checkpoint of a different config (differs in {diff}); "
                           "use another out=... or delete the folder")
-    return dict(ckpt, state=json.loads(ckpt["state"]))
+    try:
+        return dict(ckpt, state=json.loads(ckpt["state"]))
+    except (TypeError, ValueError) as err:
+        raise CheckpointError(f"{path}: the run state in the checkpoint is unreadable ({err}); delete {path} "
+                              "to start the run over, or use another out=...") from err
 
 
 def save_checkpoint(out: Path, model, optimizer, scheduler, cfg: dict, state: dict) -> None:
@@ -66,8 +70,23 @@ def save_checkpoint(out: Path, model, optimizer, scheduler, cfg: dict, state: di
 
 def load_best(out: Path) -> dict | None:
     path = out / BEST
-    return torch.load(path, map_location="cpu", weights_only=True) if path.exists() else None
+    return _load(path) if path.exists() else None
 
 
 def save_best(out: Path, state_dict: dict) -> None:
     atomic_write(out / BEST, lambda p: torch.save(state_dict, p))
+
+
+def _load(path: Path, keys: tuple[str, ...] = ()) -> dict:
+    """``torch.load`` of a checkpoint (weights only), :class:`CheckpointError` if the file is truncated,
+    corrupted or lacks ``keys``."""
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # noqa: BLE001 - torch raises RuntimeError, UnpicklingError, EOFError, ... on bad files
+        raise CheckpointError(f"{path} is not a readable checkpoint ({type(err).__name__}: {str(err)[:200]}); delete "
+                              "it to start the run over (or restore it), or use another out=...") from err
+    missing = [k for k in keys if not isinstance(ckpt, dict) or k not in ckpt]
+    if missing:
+        raise CheckpointError(f"{path} is not a checkpoint of this workbench (lacks {missing}); delete it to start "
+                              "the run over, or use another out=...")
+    return ckpt

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 from rich.table import Table
+from rich.text import Text
 
 from ..core.atomic import atomic_write
 from ..core.console import console
@@ -58,12 +59,12 @@ def epoch_line(record: dict, state: dict, epochs: int) -> str:
 
 
 def per_class_table(names, columns: dict[str, np.ndarray], title: str) -> Table:
-    table = Table(title=title)
+    table = Table(title=Text(title))
     table.add_column("class")
     for col in columns:
         table.add_column(col, justify="right")
     for i, n in enumerate(names):
-        table.add_row(n, *[f"{v[i] * 100:.1f}" if np.isfinite(v[i]) else "-" for v in columns.values()])
+        table.add_row(Text(n), *[f"{v[i] * 100:.1f}" if np.isfinite(v[i]) else "-" for v in columns.values()])
     table.add_row("[b]mIoU[/b]", *[f"[b]{np.nanmean(v) * 100:.1f}[/b]" for v in columns.values()])
     return table
 

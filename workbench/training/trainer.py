@@ -29,10 +29,12 @@ from typing import Callable
 
 import numpy as np
 import torch
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from ..core import config as config_mod
 from ..core import provenance
+from ..core.atomic import remove_stale_temporaries
 from ..core.console import console
 from ..core.runtime import autocast
 from ..data.augment import build_train_transform
@@ -84,6 +86,7 @@ class Trainer:
         self.schema = ds.schema
         self.norm = normalization_meta(cfg["normalization"])
         self.stop = False  # set when max_steps is reached
+        self.nonfinite_steps = 0  # consecutive skipped (non-finite) steps, counted across epochs
         self.started, self.earlier_sessions = time.time(), []  # provenance: this session's start, earlier sessions
 
     # ------------------------------------------------------------------------------------ the run
@@ -107,6 +110,7 @@ class Trainer:
         """Model, data loader, optimiser, schedule and loss, seeded from ``cfg['seed']``."""
         cfg = self.cfg
         self.out.mkdir(parents=True, exist_ok=True)
+        remove_stale_temporaries(self.out)  # what a killed run left half-written
         self.dist, self.device = distributed.setup(cfg["device"])  # one process unless started by torchrun
         if cfg["threads"] > 0:
             torch.set_num_threads(cfg["threads"])
@@ -116,7 +120,7 @@ class Trainer:
         self.model = model.to(memory_format=torch.channels_last)
         self.net = self.dist.wrap(self.model)  # what train_step calls: the model, or its DDP wrapper
         self.n_params = count_parameters(self.model)
-        console.print(f"[b]{cfg['name']}[/b] fold {cfg['fold']}: {cfg['arch']} / {cfg['encoder']} "
+        console.print(f"[b]{escape(cfg['name'])}[/b] fold {cfg['fold']}: {escape(cfg['arch'])} / {escape(cfg['encoder'])} "
                       f"({self.n_params / 1e6:.2f} M parameters, {self.n_params * 4 / 2**20:.1f} MB fp32), "
                       f"{len(self.train_idx)} train / {len(self.val_idx)} val images at {cfg['image_size']} px"
                       + (f" (training on {cfg['crop_size']} px crops)" if cfg["crop_size"] else "")
@@ -153,9 +157,9 @@ class Trainer:
             self.state = ckpt["state"]
             done = self.out / "metrics.json"
             if self.state["epoch"] >= self.cfg["epochs"] and done.exists() and json.loads(done.read_text()).get("finished"):
-                console.print(f"{self.out} already finished {self.state['epoch']} epochs; nothing to do")
+                console.print(f"{self.out} already finished {self.state['epoch']} epochs; nothing to do", markup=False)
                 return json.loads(done.read_text())
-            console.print(f"resuming from {self.out / checkpoint.LAST} after epoch {self.state['epoch']}")
+            console.print(f"resuming from {self.out / checkpoint.LAST} after epoch {self.state['epoch']}", markup=False)
             self.earlier_sessions = provenance.earlier_sessions(self.out / "metrics.json")
         if self.dist.is_main:
             (self.out / "config.yaml").write_text(config_mod.dump(self.cfg))
@@ -176,7 +180,7 @@ class Trainer:
         if self.sampler is not None:
             self.sampler.set_epoch(epoch)
         self.model.train()
-        t0, losses, bad_steps, n_seen = time.time(), [], 0, 0
+        t0, losses, n_seen = time.time(), [], 0
         with Progress(TextColumn(f"epoch {epoch}/{cfg['epochs']}"), BarColumn(), MofNCompleteColumn(),
                       TextColumn("loss {task.fields[loss]:.4f}"), TimeElapsedColumn(), TimeRemainingColumn(),
                       console=console, transient=True) as progress:
@@ -184,16 +188,12 @@ class Trainer:
             for batch in self.loader:
                 loss = self.train_step(batch)
                 if loss is not None:
-                    bad_steps = 0
+                    self.nonfinite_steps = 0
                     losses.append(loss)
                 else:  # the update was skipped; stop if it keeps happening
-                    bad_steps += 1
-                    if bad_steps >= MAX_NONFINITE_STEPS:
-                        raise TrainingDivergedError(
-                            f"{self.out}: training diverged at epoch {epoch}, step {state['step'] + 1}: loss or "
-                            f"gradient not finite for {bad_steps} steps in a row (lr={cfg['lr']}). Nothing of this "
-                            f"epoch was saved; lower lr= and start a new out=..., or resume from "
-                            f"{self.out / checkpoint.LAST} (last finished epoch {state['epoch']}).")
+                    self.nonfinite_steps += 1
+                    if self.nonfinite_steps >= MAX_NONFINITE_STEPS:
+                        self.diverged(epoch, f"loss or gradient not finite for {self.nonfinite_steps} steps in a row")
                 self.scheduler.step()
                 state["step"] += 1
                 n_seen += len(batch["image"])
@@ -201,6 +201,8 @@ class Trainer:
                 if cfg["max_steps"] and state["step"] >= cfg["max_steps"]:
                     self.stop = True
                     break
+        if not losses:  # not one finite step in the epoch (a tiny dataset never reaches the count above)
+            self.diverged(epoch, f"loss or gradient not finite in every step of the epoch ({self.nonfinite_steps} in a row)")
         seconds = time.time() - t0
         self.dist.sync_buffers(self.model)  # every rank now holds rank 0's weights
         train_loss, n_seen = self.dist.epoch_totals(losses, n_seen)
@@ -230,12 +232,23 @@ class Trainer:
         self.optimizer.step()
         return loss.item()
 
+    def diverged(self, epoch: int, why: str):
+        """Stop the run with :class:`TrainingDivergedError` (one ``error:`` line, exit status 2).
+        Nothing of the diverged epoch is saved and no model file is written; ``last.pt`` still holds
+        the last finished epoch, whose weights were finite (non-finite updates are never applied)."""
+        raise TrainingDivergedError(
+            f"{self.out}: training diverged at epoch {epoch}, step {self.state['step']}: {why} (lr={self.cfg['lr']}). "
+            "Nothing of this epoch was saved and no model file was written; lower lr= and start a new out=..., "
+            f"or resume from {self.out / checkpoint.LAST} (last finished epoch {self.state['epoch']}).")
+
     def validate(self, record: dict) -> None:
         """Add the held-out fold's mIoU and per-class IoU (no TTA) to the epoch's ``record``."""
         self.model.eval()
         idx = self.dist.shard(self.val_idx)  # DDP: this rank's images; confusion counts summed over ranks
         probs = tta.predict_arrays(self.model, self.ds.images[idx], self.norm, self.device,
                                    precision=self.cfg["precision"])
+        if not self.dist.all_true(bool(torch.isfinite(torch.as_tensor(probs)).all())):
+            self.diverged(record["epoch"], "the model's predictions on the held-out images are not finite")
         iou = iou_per_class(self.dist.sum(confusion_from_probs(probs, self.full_masks(idx), self.schema.num_classes)))
         record.update(val_miou=float(np.nanmean(iou)), val_iou=[None if not np.isfinite(v) else float(v) for v in iou])
 
