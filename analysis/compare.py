@@ -1,7 +1,7 @@
 """Two sets of predictions of the same images side by side (TTA on/off, cleanup on/off, teacher vs
-student, ...): per-class IoU with deltas, both confusion matrices and their change, the error
-anatomy of each, and the images that got most worse and most better as A/B panels with a map of
-the pixels B fixed and broke. Each side's full single report goes into a sub-folder.
+student, ...): per-class IoU with deltas Δ = B − A (positive: B is better), both confusion matrices
+and their change, the error anatomy of each, and the images that got most worse and most better as
+A/B panels with a map of the pixels B fixed and broke. Each side's full single report goes into a sub-folder.
 
 examples:
   python -m analysis.compare --a preds_tta/ --b preds_plain/ --gt DATA/masks --images DATA/images \\
@@ -25,7 +25,7 @@ from workbench.core.cli import fail_cleanly
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = parser("python -m analysis.compare", __doc__)
-    p.add_argument("--a", required=True, metavar="DIR", help="first predictions folder or run folder (the baseline)")
+    p.add_argument("--a", required=True, metavar="DIR", help="first predictions folder or run folder (the baseline A; Δ = B − A)")
     p.add_argument("--b", required=True, metavar="DIR", help="second predictions folder or run folder")
     p.add_argument("--names", nargs=2, metavar=("A", "B"), help="labels of the two (default: folder names)")
     add_data_args(p)

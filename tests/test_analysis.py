@@ -267,6 +267,8 @@ def test_compare_cli_and_bad_input(dataset, tmp_path, capsys):
     assert compare.main(["--a", str(dataset["pred_a"]), "--b", str(dataset["pred_b"]), "--gt", str(d / "masks"),
                          "--images", str(d / "images"), "--out", str(out), "--names", "TTA on", "TTA off",
                          "-k", "2", "--worst", "2", "--tile", "96"]) == 0
+    assert "Δ = B − A (TTA off minus TTA on)" in capsys.readouterr().out  # which side is subtracted
+    assert "Δ = B − A" in (out / "report.md").read_text() and "Δ (B − A)" in (out / "report.html").read_text()
     links = _check_links(out / "report.html")
     assert any(ln.startswith("panels/improve") for ln in links)
     _check_links(out / "TTA_on" / "report.html")

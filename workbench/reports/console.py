@@ -59,8 +59,9 @@ def print_comparison(ev_a: Evaluation, ev_b: Evaluation, names: tuple[str, str],
                      out_dir: str | Path | None = None) -> None:
     console = console or Console()
     na, nb = names
-    t = Table(title=Text(f"{na} vs {nb}: per-class IoU"), title_justify="left", show_edge=False, pad_edge=False)
-    for col, j in (("class", "left"), (na, "right"), (nb, "right"), ("Δ", "right")):
+    t = Table(title=Text(f"A = {na} vs B = {nb}: per-class IoU"), title_justify="left", show_edge=False,
+              pad_edge=False)
+    for col, j in (("class", "left"), (na, "right"), (nb, "right"), ("Δ (B − A)", "right")):
         t.add_column(Text(col), justify=j)
     rows = list(enumerate(ev_a.schema.names)) + [(-1, "mean")]
     for i, n in rows:
@@ -69,5 +70,6 @@ def print_comparison(ev_a: Evaluation, ev_b: Evaluation, names: tuple[str, str],
         style = "green" if math.isfinite(d) and d > 5e-4 else "red" if math.isfinite(d) and d < -5e-4 else "dim"
         t.add_row(Text(n, style="bold" if i < 0 else ""), num(a), num(b), Text(signed(d), style=style))
     console.print(t)
+    console.print(f"Δ = B − A ({nb} minus {na}): positive where B is better", markup=False, highlight=False)
     if out_dir is not None:
         console.print(f"report: {Path(out_dir) / 'report.html'}", markup=False)

@@ -293,7 +293,7 @@ def comparison_page(cmp: Comparison) -> str:
     crow.append(f"<tr><td><b>mean</b></td><td class=n><b>{num(ev_a.miou)}</b></td><td class=n><b>{num(ev_b.miou)}</b></td>"
                 f"<td class='n {_delta_class(d_m)}'>{signed(d_m)}</td></tr>")
     class_table = (f"<table><thead><tr><th>class</th><th class=n>{_e(na)}</th><th class=n>{_e(nb)}</th>"
-                   f"<th class=n>Δ</th></tr></thead><tbody>{''.join(crow)}</tbody></table>")
+                   f"<th class=n>Δ (B − A)</th></tr></thead><tbody>{''.join(crow)}</tbody></table>")
 
     def gallery(items, word):
         if not items:

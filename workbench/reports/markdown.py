@@ -58,8 +58,8 @@ def comparison_markdown(cmp: Comparison) -> str:
     cls = [md_text(n) for n in ev_a.schema.names]
     na, nb = md_text(na), md_text(nb)
     d_m = cmp.delta_miou
-    md = [f"# {md_text(cmp.title)}", "", f"{len(common)} images.", "",
-          _md_table(["", na, nb, "Δ"], [
+    md = [f"# {md_text(cmp.title)}", "", f"{len(common)} images. A = {na}, B = {nb}; Δ = B − A (positive: B is better).", "",
+          _md_table(["", na, nb, "Δ (B − A)"], [
               ["mIoU (dataset)", num(ev_a.miou), num(ev_b.miou), signed(d_m)],
               ["mean image mIoU", num(ev_a.mean_image_miou), num(ev_b.mean_image_miou),
                signed(ev_b.mean_image_miou - ev_a.mean_image_miou)],
@@ -70,7 +70,7 @@ def comparison_markdown(cmp: Comparison) -> str:
                pct(ev_b.flip.score, 2) if ev_b.flip else "n/a", ""],
               ["images better / worse", "", "", f"{cmp.n_better} / {cmp.n_worse}"]]),
           "", "## Per-class IoU", "", "![per-class IoU](img/iou_compare.png)", "",
-          _md_table(["class", na, nb, "Δ"], [[n, num(ev_a.iou[i]), num(ev_b.iou[i]), signed(ev_b.iou[i] - ev_a.iou[i])]
+          _md_table(["class", na, nb, "Δ (B − A)"], [[n, num(ev_a.iou[i]), num(ev_b.iou[i]), signed(ev_b.iou[i] - ev_a.iou[i])]
                                              for i, n in enumerate(cls)]),
           "", "## Biggest regressions", ""]
     md += [f"- **{md_text(s)}** {num(by_a[s].miou)} → {num(by_b[s].miou)} ({signed(d)}): ![{md_text(s)}]({href(links[s])})"
