@@ -65,8 +65,8 @@ def test_resume_after_interruption_matches_uninterrupted(tiny_data, tmp_path, mo
     """Killed in the middle of epoch 2 and resumed, a run ends exactly as the uninterrupted run: the
     *last* epoch's weights, optimiser moments, schedule and per-epoch metrics (not the best checkpoint,
     which may be epoch 1's). Catches a resume that forgets the model, the optimiser, the scheduler or
-    the random streams (shuffling, augmentation)."""
-    args = lambda out: tiny_overrides(tiny_data, out, epochs=2, augment="standard")  # noqa: E731
+    the random streams: shuffling, augmentation, and the global torch stream of FPN's decoder dropout."""
+    args = lambda out: tiny_overrides(tiny_data, out, epochs=2, augment="standard", arch="fpn")  # noqa: E731
     _, _, ref = run_fit(args(tmp_path / "ref"))
 
     calls = {"n": 0}
