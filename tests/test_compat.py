@@ -32,12 +32,14 @@ OLD_ARGS = ["data=data", "out=run", "folds_file=folds.json", "name=old", "arch=u
             "encoder_weights=none", "decoder_channels=[2,2,2,2,2]", "image_size=32", "batch_size=2", "epochs=2",
             "folds=2", "fold=0", "warmup_epochs=0", "augment=flip", "precision=fp32", "threads=1"]
 TIMING = {"seconds", "images_per_s", "train_minutes"}  # wall-clock fields differ from run to run
+ADDED = {"provenance"}  # recorded since (issue 17 §6): commit, versions, hardware, command, wall time
 
 
 def assert_same(got, want, path="", tol=1e-6):
     """Equal JSON-like values; floats within ``tol``; timing fields only present."""
     if isinstance(want, dict):
-        assert isinstance(got, dict) and list(got) == list(want), f"{path}: keys {list(got)} != {list(want)}"
+        keys = [k for k in got if k not in ADDED] if isinstance(got, dict) else None
+        assert keys == list(want), f"{path}: keys {keys} != {list(want)}"
         for k in want:
             if k not in TIMING:
                 assert_same(got[k], want[k], f"{path}.{k}", tol)
@@ -87,6 +89,7 @@ def test_old_checkpoint_resumes_and_ends_as_the_old_code_did(tmp_path, monkeypat
     assert_same(metrics, EXPECTED["metrics"])
     assert_same(json.loads(Path("run/metrics.json").read_text()), EXPECTED["metrics"])
     assert_same(read_metadata("run/model.safetensors"), EXPECTED["model_meta"])
+    assert "git_commit" in metrics["provenance"] and "git_commit" in read_metadata("run/model.safetensors")["provenance"]
     assert json.loads(Path("run/oof.json").read_text()) == EXPECTED["oof"]
     new = torch.load("run/last.pt", map_location="cpu", weights_only=True)
     assert set(new) == set(old) and json.loads(new["state"])["epoch"] == 2
