@@ -464,6 +464,7 @@ def test_8_unknown_teacher_is_one_error_line(tiny_data, tmp_path):
     ("teacher_folds=[x]", "teacher_folds"),
     ("image_size=100", "image_size"),
     ("encoder=no_such_encoder", "no_such_encoder"),
+    ("folds_file=/", "folds file"),
 ])
 def test_8_bad_override_is_one_error_line(tiny_data, tmp_path, override, needle):
     r = run_cli([REPO / "train.py", *tiny_overrides(tiny_data, tmp_path / "o"), override], cwd=tmp_path)
@@ -553,6 +554,33 @@ def test_9_model_files_are_0644_and_stale_temporary_files_are_cleaned(tmp_path, 
         assert (out / "model.safetensors").stat().st_mode & 0o777 == 0o644
     finally:
         os.umask(old)
+
+
+def test_9_inference_and_reports_remove_what_a_killed_run_left(tmp_path, tiny_model, ten_predictions):
+    from analysis import report
+    from workbench.inference.cli import main as inference_main
+    dead = _dead_pid()
+    out = tmp_path / "masks"
+    out.mkdir()
+    left = out / f".p0.tmp{dead}.png"
+    left.write_bytes(b"\x89PNG half")
+    assert inference_main(["--input", str(photo_dir(tmp_path / "in")), "--output", str(out), "--weights",
+                           str(tiny_model), "--quiet", "--threads", "1", "--workers", "1"]) == 0
+    assert not left.exists() and sorted(p.name for p in out.iterdir()) == ["p0.png", "p1.png"]
+    data, pred = ten_predictions
+    rep = tmp_path / "rep"
+    rep.mkdir()
+    left = rep / f".report.tmp{dead}.html"
+    left.write_text("<html>half")
+    assert report.main(["--pred", str(data / "masks"), "--data", str(data), "--out", str(rep), "--worst", "1",
+                        "--tile", "64"]) == 0
+    assert not left.exists() and (rep / "report.html").stat().st_mode & 0o777 == 0o644 - (0o644 & _umask())
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
 
 
 def test_9_temporary_file_removed_when_a_write_fails(tmp_path):

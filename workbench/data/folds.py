@@ -56,8 +56,13 @@ def write_folds(path: str | Path, folds: dict[str, int], k: int, seed: int) -> N
 
 
 def read_folds(path: str | Path) -> tuple[dict[str, int], int]:
-    d = json.loads(Path(path).read_text())
-    return {s: int(f) for s, f in d["folds"].items()}, int(d["k"])
+    """(stem -> fold, k) of a folds file; :class:`ConfigError` for one that is not a readable folds file."""
+    try:
+        d = json.loads(Path(path).read_text())
+        return {str(s): int(f) for s, f in d["folds"].items()}, int(d["k"])
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as err:
+        raise ConfigError(f"folds file {path} is not readable ({type(err).__name__}: {err}); point folds_file= "
+                          "at a folds file or leave it empty to create one") from err
 
 
 def get_folds(path: str | Path, stems: list[str], masks, num_classes: int, k: int, seed: int) -> dict[str, int]:

@@ -33,7 +33,7 @@ import torch
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from ..core.cli import ArgumentParser, fail_cleanly
+from ..core.cli import ArgumentParser, at_least, fail_cleanly
 from ..core.runtime import resolve_device
 from ..exceptions import InferenceError, ModelFileError
 from .batch_pipeline import STAGES, BatchPipeline, RunStats
@@ -42,6 +42,7 @@ from .predictor import Predictor
 
 DEFAULT_WEIGHTS = Path(__file__).resolve().parents[2] / "weights" / "student.safetensors"
 EXIT_OK, EXIT_FILES_FAILED = 0, 1  # 2: nothing done (fail_cleanly), 130: interrupted
+POSITIVE = at_least(1)
 
 
 def usable_cpus() -> int:
@@ -49,13 +50,6 @@ def usable_cpus() -> int:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
         return os.cpu_count() or 1
-
-
-def positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
-    return value
 
 
 def shard_spec(text: str) -> tuple[int, int]:
@@ -92,9 +86,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="TTA scales, overriding the model file's (e.g. --scales 1.0 1.25)")
     p.add_argument("--no-cleanup", action="store_true", help="skip the connected-component cleanup")
     p.add_argument("--device", default="auto", help="auto (CUDA if available, else CPU), cpu, cuda, cuda:N")
-    p.add_argument("--batch-size", type=positive_int, help="images per forward pass (default: 4 on CPU, 16 on GPU)")
-    p.add_argument("--threads", type=positive_int, help="CPU threads for the model (default: all usable cores)")
-    p.add_argument("--workers", type=positive_int,
+    p.add_argument("--batch-size", type=POSITIVE, help="images per forward pass (default: 4 on CPU, 16 on GPU)")
+    p.add_argument("--threads", type=POSITIVE, help="CPU threads for the model (default: all usable cores)")
+    p.add_argument("--workers", type=POSITIVE,
                    help="background threads decoding images (default: half the cores, 1 to 4)")
     p.add_argument("--benchmark", action="store_true",
                    help="print where the time goes (decode, model, cleanup, upsample+argmax, encode+write)")
@@ -142,7 +136,7 @@ def run(args: argparse.Namespace, console: Console | None = None) -> RunStats:
     except ModelFileError as err:
         raise InferenceError(f"cannot load weights: {err}") from err
     stats = RunStats(load_seconds=time.perf_counter() - t0)
-    prepare_output(args.output)
+    prepare_output(args.output, jobs)
 
     console = console or Console(stderr=True)
     for name, reason in skipped:

@@ -18,6 +18,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..core.atomic import remove_stale_temporaries
 from ..exceptions import InferenceError
 
 
@@ -90,8 +91,9 @@ def shard_part(rels: list[Path], i: int, n: int) -> list[Path]:
     return rels[len(rels) * i // n:len(rels) * (i + 1) // n]
 
 
-def prepare_output(output: Path) -> None:
-    """Create ``output`` and check that files can be written in it."""
+def prepare_output(output: Path, jobs: list[Job] = ()) -> None:
+    """Create ``output``, check that files can be written in it, and remove the half-written masks a
+    killed earlier run left in it or in the sub-folders ``jobs`` write into."""
     if output.exists() and not output.is_dir():
         raise InferenceError(f"output folder {output} exists and is not a folder")
     try:
@@ -103,3 +105,5 @@ def prepare_output(output: Path) -> None:
             pass
     except OSError as err:
         raise InferenceError(f"output folder {output} is not writable: {err.strerror or err}") from err
+    for folder in {output, *(job.dst.parent for job in jobs)}:
+        remove_stale_temporaries(folder)

@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..core.atomic import atomic_write, remove_stale_temporaries
 from ..evaluation.evaluate import Evaluation
 from . import charts, html, markdown, summary
 from . import panels as V
@@ -66,6 +67,7 @@ def write_comparison(ev_a: Evaluation, ev_b: Evaluation, src_a, src_b, out_dir: 
     images that changed most. Each side's own full report goes into a sub-folder."""
     out = Path(out_dir)
     (out / "img").mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(out)
     na, nb = names
     schema = ev_a.schema
     if ev_b.schema.names != schema.names:
@@ -107,7 +109,7 @@ def write_comparison(ev_a: Evaluation, ev_b: Evaluation, src_a, src_b, out_dir: 
                          progress=progress)
             sub[label] = d
     cmp = Comparison(ev_a, ev_b, names, common, deltas, regress, improve, links, sub)
-    (out / "report.html").write_text(html.comparison_page(cmp))
-    (out / "report.md").write_text(markdown.comparison_markdown(cmp))
-    (out / "summary.json").write_text(summary.comparison_json(cmp))
+    atomic_write(out / "report.html", html.comparison_page(cmp))
+    atomic_write(out / "report.md", markdown.comparison_markdown(cmp))
+    atomic_write(out / "summary.json", summary.comparison_json(cmp))
     return {"html": out / "report.html", "md": out / "report.md", "json": out / "summary.json"}

@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
+from ..core.atomic import atomic_write, remove_stale_temporaries
 from ..evaluation.evaluate import Evaluation
 from . import charts, html, markdown, summary
 from .curves import report_pictures
@@ -43,6 +44,7 @@ def write_report(ev: Evaluation, source, out_dir: str | Path, worst_k: int = 12,
     """Write report.html, report.md, summary.json, charts and panels for ``ev`` into ``out_dir``."""
     out = Path(out_dir)
     (out / "img").mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(out)
     schema = ev.schema
     names = list(schema.names)
     worst = ev.worst(worst_k)
@@ -58,7 +60,7 @@ def write_report(ev: Evaluation, source, out_dir: str | Path, worst_k: int = 12,
     tips = hints(ev)
     title = title or f"Segmentation report · {ev.name}"
     info = {"images": f"{len(ev.images)}", "classes": f"{schema.num_classes}", **ev.info}
-    (out / "report.html").write_text(html.report_page(ev, title, info, tips, worst, worst_links, all_links, curves))
-    (out / "report.md").write_text(markdown.report_markdown(ev, title, info, tips, worst, worst_links))
-    (out / "summary.json").write_text(summary.report_json(ev, worst))
+    atomic_write(out / "report.html", html.report_page(ev, title, info, tips, worst, worst_links, all_links, curves))
+    atomic_write(out / "report.md", markdown.report_markdown(ev, title, info, tips, worst, worst_links))
+    atomic_write(out / "summary.json", summary.report_json(ev, worst))
     return {"html": out / "report.html", "md": out / "report.md", "json": out / "summary.json"}
