@@ -122,13 +122,15 @@ def test_two_folds_as_local_jobs_one_failing(tmp_path, monkeypatch, capsys):
     cfg = config.resolve(argv)
     bad = tmp_path / "runs" / "tiny" / "fold1"
     bad.mkdir(parents=True)
-    torch.save({"config": dict(cfg, lr=0.5, fold=1, launcher="none"), "state": "{}"}, bad / "last.pt")
+    torch.save({"model": {}, "optimizer": {}, "scheduler": {}, "state": "{}",  # a checkpoint of another config
+                "config": dict(cfg, lr=0.5, fold=1, launcher="none")}, bad / "last.pt")
 
     assert launch(cfg, argv) == 1
     text = capsys.readouterr().out
-    assert "fold 1 failed: error:" in text and "different config" in text and "re-run it alone:" in text
+    assert "fold 1 failed: error: " in text and "re-run it alone:" in text and "fold=1" in text
     log = Path(text.split("fold 1 failed")[1].split("log: ")[1].split()[0])
-    assert log.is_file() and "different config" in log.read_text()
+    error = next(line for line in log.read_text().splitlines() if line.startswith("error: "))
+    assert f"fold 1 failed: {error}" in text
     good = tmp_path / "runs" / "tiny" / "fold0"
     assert (good / DONE).exists() and (good / "model.safetensors").exists() and not_done_reason(good) is None
     assert not (bad / DONE).exists()
@@ -160,6 +162,20 @@ def test_fold_job_commands(tiny_data, tmp_path):
             parse_folds(bad, 5)
     with pytest.raises(ConfigError, match="every fold"):
         fold_jobs(cfg, [*argv, f"out={tmp_path}"])
+
+
+def test_job_outcomes(tmp_path):
+    from workbench.training.launch import FoldJob, outcome_of
+
+    job = FoldJob(3, ["python", "train.py", "fold=3"], tmp_path / "fold3")
+    log = tmp_path / "3_0_log.err"
+    log.write_text("Traceback...\nerror: dataset d has 1 problem(s):\nmore\n")
+    failed = outcome_of(job, log, RuntimeError("Command ... returned non-zero exit status 2."))
+    assert not failed.done and failed.reason == "error: dataset d has 1 problem(s):" and failed.log == log
+    assert outcome_of(job, tmp_path / "nolog", RuntimeError("returned non-zero exit status 137.")).reason == \
+        "exit status 137"
+    quiet = outcome_of(job, log, None)  # exited 0 without a done marker (e.g. max_steps)
+    assert not quiet.done and quiet.reason == "exited normally but the run is missing"
 
 
 def test_missing_submitit_is_one_clear_error(tiny_data, monkeypatch):

@@ -58,7 +58,7 @@ DEFAULTS: dict = {
     "launcher": "none",            # none = train here | local = jobs on this machine | slurm = one SLURM job array (submitit)
     "folds_to_run": [],            # folds sent as jobs: [0, 2, 4] or "0-4"; [] = just `fold`
     "partition": "",               # SLURM partition; empty = the cluster's default
-    "gpus_per_job": 0,             # GPUs per job; more than 1 runs each fold with torchrun (DDP) over them
+    "gpus_per_job": 1,             # GPUs per job (0 = CPU only); more than 1 runs each fold with torchrun (DDP) over them
     "cpus_per_job": 4,             # CPU cores per job (SLURM cpus-per-task)
     "job_minutes": 1440,           # time limit of each job
     "jobs_parallel": 0,            # jobs running at once: slurm 0 = no limit; local 0 = one at a time

@@ -120,6 +120,9 @@ def setup(device_name: str = "auto") -> tuple[Dist, torch.device]:
     device = resolve_device(device_name)
     if world_size <= 1:
         return SINGLE, device
+    if "RANK" not in os.environ:
+        raise ConfigError(f"WORLD_SIZE={world_size} is set but RANK is not: start several processes with torchrun "
+                          "(README, Scaling out), or unset WORLD_SIZE for one process")
     rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
     if device.type == "cuda":
         if local_rank >= torch.cuda.device_count():

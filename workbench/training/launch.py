@@ -99,21 +99,25 @@ def submitit_engine(cluster: str) -> Callable[[list[FoldJob], Path, Resources], 
         outcomes = {}
         for start in range(0, len(jobs), wave):
             group = jobs[start:start + wave]
-            with executor.batch():  # one job array on SLURM
-                handles = [executor.submit(functools.partial(subprocess.run, j.command, cwd=os.getcwd(), check=True))
-                           for j in group]
+            try:
+                with executor.batch():  # one job array on SLURM
+                    handles = [executor.submit(functools.partial(subprocess.run, j.command, cwd=os.getcwd(),
+                                                                 check=True)) for j in group]
+            except Exception as err:  # noqa: BLE001 - sbatch refused (partition, account, ...): say why, once
+                raise LaunchError(f"launcher={cluster}: submitting folds {[j.fold for j in group]} failed: "
+                                  f"{last_line(err)}") from err
             by_id = {}
             for job, handle in zip(group, handles):
                 by_id[handle.job_id] = job
                 console.print(f"fold {job.fold}: job {handle.job_id} -> {job.run_dir}  (log {handle.paths.stderr})",
-                              markup=False, highlight=False)
+                              markup=False, highlight=False, soft_wrap=True)
             poll = 1 if cluster == "local" else 30
             for handle in submitit.helpers.as_completed(handles, poll_frequency=poll):
                 job = by_id[handle.job_id]
                 error = handle.exception()
                 outcomes[job.fold] = outcome_of(job, Path(handle.paths.stderr), error)
                 console.print(f"fold {job.fold}: " + ("done" if outcomes[job.fold].done else
-                              f"FAILED: {outcomes[job.fold].reason}"), markup=False, highlight=False)
+                              f"FAILED: {outcomes[job.fold].reason}"), markup=False, highlight=False, soft_wrap=True)
         return [outcomes[j.fold] for j in jobs]
 
     return run
@@ -142,6 +146,10 @@ def failure_line(log: Path, error: BaseException) -> str:
     status = re.search(r"non-zero exit status (-?\d+)", str(error))
     if status:
         return f"exit status {status.group(1)}"
+    return last_line(error)
+
+
+def last_line(error: BaseException) -> str:
     lines = [line for line in str(error).splitlines() if line.strip()]
     return lines[-1] if lines else type(error).__name__
 
