@@ -65,22 +65,28 @@ def mix(oofs: OOFSet, weights: dict[str, float], tta: bool, i: int) -> np.ndarra
     return p
 
 
-def evaluate_mix(oofs: OOFSet, weights: dict[str, float], tta: bool, full_res: bool = True,
-                 post=None) -> np.ndarray:
-    """Per-class IoU of a weighted mix; at the masks' resolution, or at the OOF resolution (fast).
-    ``post(probs) -> probs`` is an optional post-processing at the OOF resolution, applied before
-    upsampling exactly as :class:`workbench.predictor.Predictor` applies the cleanup."""
+def mix_confusions(oofs: OOFSet, weights: dict[str, float], tta: bool, full_res: bool = True,
+                   post=None) -> np.ndarray:
+    """Per-image confusion matrices (N, C, C) of a weighted mix; at the masks' resolution, or at the
+    OOF resolution (fast). ``post(probs) -> probs`` is an optional post-processing at the OOF
+    resolution, applied before upsampling exactly as the inference ``Predictor`` applies the cleanup."""
     C = next(iter(oofs.plain.values()))[0].shape[0]
-    cm = np.zeros((C, C), dtype=np.int64)
+    cms = np.zeros((len(oofs.stems), C, C), dtype=np.int64)
     for i in range(len(oofs.stems)):
         p = mix(oofs, weights, tta, i)
         if post is not None:
             p = post(p)
         if full_res:
-            cm += evaluate_probs(p[None], [oofs.full_masks[i]], C)
+            cms[i] = evaluate_probs(p[None], [oofs.full_masks[i]], C)
         else:
-            cm += confusion_matrix(oofs.small_masks[i], p.argmax(0), C)
-    return iou_per_class(cm)
+            cms[i] = confusion_matrix(oofs.small_masks[i], p.argmax(0), C)
+    return cms
+
+
+def evaluate_mix(oofs: OOFSet, weights: dict[str, float], tta: bool, full_res: bool = True,
+                 post=None) -> np.ndarray:
+    """Per-class IoU (dataset-level) of a weighted mix; see :func:`mix_confusions`."""
+    return iou_per_class(mix_confusions(oofs, weights, tta, full_res, post).sum(0))
 
 
 def fit_weights(oofs: OOFSet, step: float = 0.1) -> dict[str, float]:

@@ -24,7 +24,9 @@ from ..core.atomic import atomic_write
 from ..core.console import console
 from ..data.folds import split_for
 from ..models.modelfile import load_model, save_model
-from .ensemble import add_rows, gather_oof, oof_report, report_markdown, report_table, select_families
+from ..evaluation.bootstrap import paired_bootstrap
+from .ensemble import (add_rows, evaluate_mix, gather_oof, iou_row, mix_confusions, oof_report, report_markdown,
+                       report_table, select_families)
 from .postprocessing import choose_postprocessing
 from .soft_labels import confidence_summary, soft_labels
 from .student import find_twin_run, train_student
@@ -58,7 +60,6 @@ def run(argv: list[str], cv: bool = False, final: bool = True, runs_dir: Path = 
         console.print(line, markup=False)
     console.print(f"teaching families (equal weights): {sorted(weights)}", markup=False)
     if len(weights) < len(oofs.plain):
-        from .ensemble import evaluate_mix, iou_row
         rows["ensemble (teaching families)"] = {"kind": "ensemble", "images": len(oofs.stems), "weights": weights,
                                                 "plain": iou_row(evaluate_mix(oofs, weights, False)),
                                                 "tta": iou_row(evaluate_mix(oofs, weights, True))}
@@ -74,6 +75,11 @@ def run(argv: list[str], cv: bool = False, final: bool = True, runs_dir: Path = 
             cv_info[fold] = info
             add_rows(rows, ds, {f"twin fold{fold}": [t_run], f"student fold{fold}": [s_run]}, "fold")
         add_rows(rows, ds, {"twin (hard labels)": twin_runs, "student (KD)": student_runs}, "student")
+        pair = gather_oof({"twin": twin_runs, "student": student_runs}, ds)
+        versus = paired_bootstrap(mix_confusions(pair, {"twin": 1}, True), mix_confusions(pair, {"student": 1}, True))
+        rows["student (KD)"]["vs_twin"] = {"delta": versus.delta, "low": versus.low, "high": versus.high,
+                                           "images": versus.images, "text": str(versus)}
+        console.print(f"student (KD) minus twin (hard labels), flip TTA: {versus}", markup=False)
     baselines = {}
     for name in ("h2o_seed",):
         runs = [runs_dir / name / f"fold{f}" for f in cfg["teacher_folds"]
@@ -157,5 +163,8 @@ def write_report(work: Path, report: dict, names) -> None:
         md = f"Protocol: {report['protocol']}\n\n" + md
     for line in report.get("excluded_families", []):
         md += f"\n{line}\n"
+    versus = report["rows"].get("student (KD)", {}).get("vs_twin")
+    if versus:
+        md += f"\nStudent (KD) minus its hard-label twin, flip TTA: {versus['text']}\n"
     atomic_write(work / "oof_report.md", lambda p: p.write_text(md))
     console.print(f"OOF report: {work / 'oof_report.md'}, {work / 'oof_report.json'}", markup=False)
