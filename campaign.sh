@@ -1,15 +1,31 @@
 #!/usr/bin/env bash
-# The DSMLR campaign as run for the README's Results (2-core CPU, bf16): 3 folds of each teacher
-# family, the H2O seed baseline, then distillation with the student's own cross-validation.
-# Every step resumes where it stopped: rerun this script after an interruption.
+# Campaign 2 on DSMLR (README "Campaign 2"): fold-0 measurements, then 3 folds of each teacher family,
+# the H2O seed baseline, the KD sweep on fold 0, distillation with the student's cross-validation
+# (fold-k teachers teach student fold k; the FPN teachers are the hard-label twins) and the final
+# student. Every step resumes where it stopped (finished runs are skipped): rerun after an interruption.
+# Finished teachers are published (fp16) under weights/teachers/ so a new machine need not retrain them.
 set -euo pipefail
-# PASSIVE: OpenMP threads sleep instead of spinning when the 2 cores are shared with other work.
 export HF_HUB_OFFLINE=1 NO_ALBUMENTATIONS_UPDATE=1 OMP_WAIT_POLICY=PASSIVE
 PY=${PY:-python}
 mkdir -p runs/logs
-for fold in 0 1 2; do
-  $PY train.py recipe=unet_effnet fold=$fold 2>&1 | tee -a runs/logs/unet_effnet_fold$fold.log
-  $PY train.py recipe=fpn_effnet fold=$fold 2>&1 | tee -a runs/logs/fpn_effnet_fold$fold.log
+log() { tee -a "runs/logs/$1.log"; }
+
+# fold-0 measurements (issue 11)
+$PY train.py recipe=fpn_effnet fold=0 2>&1 | log fpn_effnet_fold0
+$PY train.py recipe=fpn_effnet fold=0 image_size=256 crop_size=0 name=ablation_fpn_squash256 2>&1 | log ablation_fpn_squash256
+$PY train.py recipe=unet_effnet fold=0 2>&1 | log unet_effnet_fold0
+for setting in "0.5 2" "0.5 1" "0.8 2"; do
+  set -- $setting
+  $PY distill.py --cv-only teacher_folds=[0] name=kd_w${1}_t${2} kd_weight=$1 temperature=$2 2>&1 | log kd_w${1}_t${2}
 done
-$PY train.py recipe=h2o_seed 2>&1 | tee -a runs/logs/h2o_seed.log
-$PY distill.py --cv 2>&1 | tee -a runs/logs/distill.log
+
+# teachers, baseline
+for fold in 1 2; do
+  $PY train.py recipe=fpn_effnet fold=$fold 2>&1 | log fpn_effnet_fold$fold
+  $PY train.py recipe=unet_effnet fold=$fold 2>&1 | log unet_effnet_fold$fold
+done
+$PY distill.py --publish runs/fpn_effnet/fold{0,1,2} runs/unet_effnet/fold{0,1,2}
+$PY train.py recipe=h2o_seed 2>&1 | log h2o_seed
+
+# the student: cross-validation, final student on all 400 images, export (ship with export=weights/student.safetensors)
+$PY distill.py --cv 2>&1 | log distill

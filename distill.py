@@ -4,6 +4,8 @@
     python distill.py --cv       # first cross-validate student and hard-label twin on the teachers' folds
     python distill.py --cv-only teacher_folds=[0] kd_weight=0.5 temperature=2 name=kd_sweep_a   # KD sweep
     python distill.py --cv export=weights/student.safetensors       # ship the student
+    python distill.py --publish runs/fpn_effnet/fold0 [RUN ...]      # keep a finished teacher (fp16) in
+                                                                     # weights/teachers/ for a new machine
 
 Outputs: runs/<name>/ (soft-label cache, per-fold students with --cv, full student, oof_report.json/.md)
 and the exported model file (export=..., by default runs/<name>/student.safetensors).
@@ -22,6 +24,13 @@ def main(argv: list[str]) -> int:
     from workbench.distillation.pipeline import run
     if "-h" in argv or "--help" in argv:
         print(__doc__)
+        return 0
+    if argv[:1] == ["--publish"]:
+        from workbench.distillation.teachers import publish
+        if len(argv) == 1:
+            raise FileNotFoundError("--publish needs at least one finished run folder, e.g. runs/fpn_effnet/fold0")
+        for run_dir in argv[1:]:
+            print(f"published {run_dir} -> {publish(run_dir)}")
         return 0
     cv_only = "--cv-only" in argv
     cv = cv_only or "--cv" in argv
