@@ -15,6 +15,7 @@ from rich.table import Table
 from rich.text import Text
 
 from ..data import Dataset
+from ..reports.format import md_text
 from ..exceptions import DistillError
 from ..evaluation.metrics import confusion_from_probs as evaluate_probs
 from ..evaluation.metrics import confusion_matrix, iou_per_class
@@ -162,10 +163,10 @@ def report_table(rows: dict, names: tuple[str, ...]) -> Table:
 
 
 def report_markdown(rows: dict, names: tuple[str, ...]) -> str:
-    head = "| class | " + " | ".join(rows) + " |\n|---|" + "---:|" * len(rows) + "\n"
+    head = "| class | " + " | ".join(md_text(r) for r in rows) + " |\n|---|" + "---:|" * len(rows) + "\n"
     body = ""
     for c, n in enumerate(names):
-        body += f"| {n} | " + " | ".join(
+        body += f"| {md_text(n)} | " + " | ".join(
             f"{v * 100:.1f}" if (v := rows[r]["tta"]["iou"][c]) is not None else "-" for r in rows) + " |\n"
     body += "| **mIoU, no TTA** | " + " | ".join(f"{rows[r]['plain']['miou'] * 100:.2f}" for r in rows) + " |\n"
     body += "| **mIoU, flip TTA** | " + " | ".join(f"**{rows[r]['tta']['miou'] * 100:.2f}**" for r in rows) + " |\n"

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +22,7 @@ import numpy as np
 import torch
 
 from ..data import Dataset
+from ..core.atomic import remove_stale_temporaries
 from ..exceptions import DistillError
 from ..core.console import console
 from ..core.runtime import resolve_device
@@ -101,7 +103,8 @@ def soft_labels(teachers: list[Teacher], family_weights: dict[str, float], ds: D
         len(indices), ", ".join(f"{t.label} ({weights[t.label]:.2f})" for t, _, _ in models)))
     C = ds.schema.num_classes
     cache_dir.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp.npy")
+    remove_stale_temporaries(cache_dir)  # what a killed run left
+    tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}.npy")
     out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.float16, shape=(len(indices), size, size, C))
     finite = True
     for start in range(0, len(indices), batch_size):
