@@ -24,6 +24,7 @@ from workbench.inference.predictor import Predictor
 from workbench.models.modelfile import load_model, read_metadata
 from workbench.training import fit
 from workbench.training.checkpoint import config_changes
+from workbench.training.launch import LAUNCH_KEYS
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 EXPECTED = json.loads((FIXTURES / "old_run_expected.json").read_text())
@@ -32,7 +33,8 @@ OLD_ARGS = ["data=data", "out=run", "folds_file=folds.json", "name=old", "arch=u
             "encoder_weights=none", "decoder_channels=[2,2,2,2,2]", "image_size=32", "batch_size=2", "epochs=2",
             "folds=2", "fold=0", "warmup_epochs=0", "augment=flip", "precision=fp32", "threads=1"]
 TIMING = {"seconds", "images_per_s", "train_minutes"}  # wall-clock fields differ from run to run
-ADDED = {"provenance"}  # recorded since (issue 17 §6): commit, versions, hardware, command, wall time
+ADDED = {"provenance",  # recorded since (issue 17 §6): commit, versions, hardware, command, wall time
+         *LAUNCH_KEYS}  # config keys of the fold launcher (issue 18), in the recipe with their defaults
 
 
 def assert_same(got, want, path="", tol=1e-6):
