@@ -64,6 +64,16 @@ def test_fit_weights_over_three_groups_gives_the_useless_one_nothing():
     assert fit_weights(weights_problem(("A", "N", "B"))) == pytest.approx({"A": 0.3, "N": 0.0, "B": 0.7})
 
 
+def test_fit_weights_can_give_one_group_everything():
+    """Family A is right everywhere with a thin margin ([0.45, 0.55] on class-1 pixels); B is sure
+    and wrong there: any weight on B flips those pixels, so only {A: 1, B: 0} is perfect (the end
+    of the grid, where the last weight is exactly 0)."""
+    mask, a = field([(1, [0.45, 0.55, 0.0])] * 2 + [(0, [0.9, 0.1, 0.0])] * 2)
+    _, b = field([(1, [1.0, 0.0, 0.0])] * 2 + [(0, [1.0, 0.0, 0.0])] * 2)
+    assert fit_weights(oofset([mask], {"A": [a], "B": [b]})) == pytest.approx({"A": 1.0, "B": 0.0})
+    assert fit_weights(oofset([mask], {"B": [b], "A": [a]})) == pytest.approx({"B": 0.0, "A": 1.0})
+
+
 def test_fit_weights_of_one_group():
     assert fit_weights(weights_problem(("B",))) == {"B": 1.0}
 
@@ -82,20 +92,26 @@ def blob(probs, mask, y, x, h, w, c, p=0.7, truth=True):
 
 
 def cleanup_problem(flip_helps: bool) -> OOFSet:
-    """Two 32x32 images. Class "speck": real parts of 36 pixels (both images) and 16 pixels (the first),
-    false speckles of 4 px (three) and 16 px (one) on the first image. Removing components under 1 % of
-    the image (10.24 px) removes the small speckles and raises the class's IoU most; 2 % (20.48 px)
-    also removes the false 16-px one but the real 16-px part with it: it helps too, less. Class
-    "small": real 2x2 parts, predicted right; any threshold that removes them hurts. Flip views: all background (TTA hurts) or, when ``flip_helps``,
+    """Three 32x32 images. Class "speck": real parts of 36 pixels (first two images, each with a
+    one-pixel background hole, a background component that must never be cleaned) and 16 pixels
+    (the first), false speckles of 4 px (three on the first image, one alone on the third) and 16 px
+    (one, first image). Removing components under 1 % of the image (10.24 px) removes the small
+    speckles and raises the class's IoU most; 2 % (20.48 px) also removes the false 16-px one but the
+    real 16-px part with it: it helps too, less. Class "small": real 2x2 parts on the first two
+    images, predicted right; any threshold that removes them hurts. Flip views: all background (TTA hurts) or, when ``flip_helps``,
     the plain views plus a speck part that the plain view misses (TTA repairs it)."""
     masks, plain, flip = [], [], []
-    for i in range(2):
+    for i in range(3):
         mask = np.zeros((32, 32), np.int64)
         probs = np.zeros((3, 32, 32), np.float32)
         probs[0] = 1.0
-        blob(probs, mask, 2, 2, 6, 6, 1)
-        blob(probs, mask, 2, 20, 2, 2, 2)
-        blob(probs, mask, 26, 2, 2, 2, 2)
+        if i < 2:
+            blob(probs, mask, 2, 2, 6, 6, 1)
+            probs[:, 4, 4] = (0.6, 0.4, 0.0)  # the hole: truly speck, predicted background
+            blob(probs, mask, 2, 20, 2, 2, 2)
+            blob(probs, mask, 26, 2, 2, 2, 2)
+        else:
+            blob(probs, mask, 14, 14, 2, 2, 1, truth=False)  # a lone speckle: the class's only component
         if i == 0:
             blob(probs, mask, 20, 20, 4, 4, 1)
             for y, x in ((12, 12), (12, 26), (28, 14)):
@@ -116,8 +132,9 @@ def cleanup_problem(flip_helps: bool) -> OOFSet:
 
 @pytest.mark.parametrize("flip_helps", [False, True])
 def test_choose_postprocessing_picks_the_better_settings(flip_helps):
-    post = choose_postprocessing(cleanup_problem(flip_helps), NAMES, "s")
-    assert post["tta"]["hflip"] is flip_helps
+    oofs = cleanup_problem(flip_helps)
+    post = choose_postprocessing(oofs, NAMES, "s")
+    assert post["tta"] == {"hflip": flip_helps, "scales": [1.0]}
     assert post["cleanup"] == {"enabled": True, "min_area": {"speck": 0.01}}
     ab = post["ablation"]
     better, worse = (ab["tta"], ab["no_tta"]) if flip_helps else (ab["no_tta"], ab["tta"])
@@ -125,28 +142,33 @@ def test_choose_postprocessing_picks_the_better_settings(flip_helps):
     chosen = ab["chosen_tta_plus_cleanup"]
     assert chosen["miou"] > better["miou"]
     assert chosen["iou"][1] > better["iou"][1] and chosen["iou"][2] == better["iou"][2] == 1.0
-    assert set(ab["cleanup_gain_per_class_lowres"]) == {"speck"}
+    views = [p.astype(np.float32) + (f.astype(np.float32) if flip_helps else p.astype(np.float32))
+             for p, f in zip(oofs.plain["s"], oofs.flip["s"])]
+    assert ab["cleanup_gain_per_class_lowres"] == {"speck": pytest.approx(speck_iou(oofs, views, 0.01)
+                                                                          - speck_iou(oofs, views, 0.0))}
+
+
+def speck_iou(oofs, views, t):
+    from workbench.evaluation.metrics import confusion_matrix, iou_per_class
+    from workbench.inference.postprocess import cleanup
+
+    cm = sum(confusion_matrix(m, cleanup(p, {1: t} if t else {}), 3) for m, p in zip(oofs.small_masks, views))
+    return iou_per_class(cm)[1]
 
 
 def test_the_larger_threshold_also_helps_but_less():
     """What makes 0.01 the best choice above, not merely one that helps."""
-    from workbench.evaluation.metrics import confusion_matrix, iou_per_class
-    from workbench.inference.postprocess import cleanup
-
     oofs = cleanup_problem(False)
-    gains = {}
-    for t in (0.0, 0.01, 0.02):
-        cm = sum(confusion_matrix(m, cleanup(p.astype(np.float32), {1: t} if t else {}), 3)
-                 for m, p in zip(oofs.small_masks, oofs.plain["s"]))
-        gains[t] = iou_per_class(cm)[1]
-    assert gains[0.01] > gains[0.02] > gains[0.0]
+    views = [p.astype(np.float32) for p in oofs.plain["s"]]
+    assert speck_iou(oofs, views, 0.01) > speck_iou(oofs, views, 0.02) > speck_iou(oofs, views, 0.0)
 
 
 def test_choose_postprocessing_without_anything_to_clean():
-    oofs = cleanup_problem(False)  # without the speckles' image: cleanup cannot help any class
-    oofs.plain["s"][0] = oofs.plain["s"][1]
-    oofs.small_masks[0] = oofs.small_masks[1]
-    oofs.full_masks[0] = oofs.full_masks[1]
+    oofs = cleanup_problem(False)  # the second image three times: cleanup cannot help any class
+    for i in (0, 2):
+        oofs.plain["s"][i] = oofs.plain["s"][1]
+        oofs.small_masks[i] = oofs.small_masks[1]
+        oofs.full_masks[i] = oofs.full_masks[1]
     post = choose_postprocessing(oofs, NAMES, "s")
     assert post["cleanup"] == {"enabled": False, "min_area": {}}
 
