@@ -186,3 +186,88 @@ def test_inference_cli_removes_a_planted_speckle(handle_model, tmp_path):
     assert infer(["--input", str(tmp_path / "in"), "--output", str(tmp_path / "raw"), "--weights",
                   str(handle_model), "--device", "cpu", "--no-cleanup"]) == 0
     assert (cv2.imread(str(tmp_path / "raw" / "car.png"), cv2.IMREAD_UNCHANGED) == 160).sum() == 180
+
+
+# ------------------------------------------ corner cases found by mutation testing (docs/testing.md)
+@pytest.mark.parametrize("n_in,n_out", [(16, 61), (16, 7), (5, 5), (8, 200), (1, 3), (3, 1), (2, 9)])
+def test_bilinear_index_matches_torch(n_in, n_out):
+    from workbench.inference.postprocess import bilinear_index
+
+    src = torch.randn(n_in, generator=torch.Generator().manual_seed(n_in * 100 + n_out))
+    i0, i1, w = bilinear_index(n_in, n_out)
+    ours = (1 - w) * src.numpy()[i0] + w * src.numpy()[i1]
+    ref = F.interpolate(src.view(1, 1, n_in), size=n_out, mode="linear", align_corners=False).view(-1).numpy()
+    np.testing.assert_allclose(ours, ref, atol=1e-5)
+
+
+def test_probs_to_labels_strips_with_one_class_and_non_probabilities():
+    probs = smooth_probs(3, 8, 8, seed=5)
+    probs[:, :4] = 0.0
+    probs[0, :4] = 1.0  # the top strips hold background only: they are filled and the others still computed
+    expected = F.interpolate(torch.from_numpy(probs)[None], size=(16, 16), mode="bilinear",
+                             align_corners=False)[0].argmax(0).numpy()
+    assert (probs_to_labels(probs, (16, 16), max_strip_pixels=32) == expected).all()
+    logits = np.log(smooth_probs(4, 6, 6, seed=6)) - 3.0  # not probabilities: every class is considered
+    expected = F.interpolate(torch.from_numpy(logits)[None], size=(13, 11), mode="bilinear",
+                             align_corners=False)[0].argmax(0).numpy()
+    assert (probs_to_labels(logits, (13, 11)) == expected).mean() > 0.99
+
+
+def test_min_area_by_index_edge_cases():
+    handle = DEFAULT_SCHEMA.names.index("door_handle")
+    assert min_area_by_index({"min_area": {"door_handle": 0.01}}, DEFAULT_SCHEMA) == {}  # not enabled
+    assert min_area_by_index({"enabled": True, "min_area": {"door_handle": 1.0}}, DEFAULT_SCHEMA) == {handle: 1.0}
+    with pytest.raises(ValueError, match="fraction"):
+        min_area_by_index({"enabled": True, "min_area": {"door_handle": 1.5}}, DEFAULT_SCHEMA)
+    with pytest.raises(ValueError, match="must map class names to fractions"):
+        min_area_by_index({"enabled": True, "min_area": [0.01]}, DEFAULT_SCHEMA)
+
+
+def speckle_field(size=20, num_classes=4):
+    probs = np.zeros((num_classes, size, size), np.float32)
+    probs[0] = 1.0
+    return probs
+
+
+def paint(probs, box, c, p=0.7):
+    probs[(slice(None), *box)] = 0.0
+    probs[(c, *box)] = p
+    probs[(0, *box)] = 1 - p
+
+
+def test_cleanup_finds_speckles_anywhere_and_for_every_listed_class():
+    probs = speckle_field()
+    paint(probs, np.s_[16:18, 2:4], 1)       # off the diagonal: its rows are not its columns
+    paint(probs, np.s_[0:6, 0:20], 2, 0.9)   # a large class-2 region ...
+    paint(probs, np.s_[15:17, 15:17], 2)     # ... and a class-2 speckle: their box covers ...
+    paint(probs, np.s_[8:10, 8:10], 1)       # ... this class-1 speckle
+    paint(probs, np.s_[12, 3], 3)            # a one-pixel class-3 speckle, limit 1.5 px
+    for order in ({3: 1.5 / 400, 1: 5 / 400, 2: 5 / 400}, {2: 5 / 400, 1: 5 / 400, 3: 1.5 / 400}):
+        labels = cleanup(probs, order)
+        assert not (labels == 1).any() and not (labels == 3).any(), order
+        assert (labels == 2).sum() == 6 * 20  # the large region stays
+    absent_first = {3: 0.5, 1: 5 / 400}  # a class absent from the map must not stop the others
+    probs[3] = 0.0
+    assert not (cleanup(probs, absent_first) == 1).any()
+
+
+@pytest.mark.parametrize("connectivity,expected", [(8, 2), (4, 0)])
+def test_runner_up_touching_a_kept_region_diagonally(connectivity, expected):
+    """The speckle's runner-up is class 2, whose large region touches the speckle only at a corner:
+    8-connected, the pixels join that region and stay class 2; 4-connected they form a class-2 speckle
+    of their own and go on to background."""
+    probs = blob_probs()
+    probs[:, 7:13, 7:13] = 0.0
+    probs[2, 7:13, 7:13] = 1.0
+    labels = cleanup(probs, {1: 5 / 400, 2: 5 / 400}, connectivity=connectivity)
+    assert (labels[5:7, 5:7] == expected).all()
+    assert (labels[7:13, 7:13] == 2).all()
+
+
+def test_cleanup_takes_up_to_three_passes():
+    """Runner-up and third choice are speckles of cleaned classes too: the fourth, background, wins."""
+    probs = blob_probs()
+    probs[:, 5:7, 5:7] = np.array([0.1, 0.4, 0.3, 0.2], np.float32)[:, None, None]
+    limits = {1: 5 / 400, 2: 5 / 400, 3: 5 / 400}
+    assert (cleanup(probs, limits)[5:7, 5:7] == 0).all()
+    assert (cleanup(probs, limits, max_passes=2)[5:7, 5:7] == 3).all()
