@@ -271,3 +271,16 @@ def test_cleanup_takes_up_to_three_passes():
     limits = {1: 5 / 400, 2: 5 / 400, 3: 5 / 400}
     assert (cleanup(probs, limits)[5:7, 5:7] == 0).all()
     assert (cleanup(probs, limits, max_passes=2)[5:7, 5:7] == 3).all()
+
+
+def test_reassigned_speckles_of_several_classes():
+    """Three speckles move to three different runner-up classes in the first pass: to class 1 (not
+    cleaned: it stays), to class 2 and to class 4 (both cleaned, and isolated: they go on to
+    background). Each class's second-pass decision must leave the others' alone."""
+    probs = np.zeros((6, 20, 20), np.float32)
+    probs[0] = 1.0
+    for box, first, second in ((np.s_[3:5, 3:5], 3, 1), (np.s_[3:5, 12:14], 4, 2), (np.s_[12:14, 3:5], 5, 4)):
+        probs[(slice(None), *box)] = 0.0
+        probs[(first, *box)], probs[(second, *box)], probs[(0, *box)] = 0.5, 0.3, 0.2
+    labels = cleanup(probs, {c: 5 / 400 for c in (2, 3, 4, 5)})
+    assert (labels[3:5, 3:5] == 1).all() and (labels[3:5, 12:14] == 0).all() and (labels[12:14, 3:5] == 0).all()
