@@ -66,7 +66,7 @@ def test_cleanup_accepts_uint8_and_tensors():
     expected = cleanup(probs, {1: 5 / 400})
     assert (cleanup(np.rint(probs * 255).astype(np.uint8), {1: 5 / 400}) == expected).all()
     assert (cleanup(torch.from_numpy(probs), {1: 5 / 400}) == expected).all()
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"must be \(C, H, W\)"):
         cleanup(probs[0], {1: 0.1})
 
 
@@ -282,5 +282,98 @@ def test_reassigned_speckles_of_several_classes():
     for box, first, second in ((np.s_[3:5, 3:5], 3, 1), (np.s_[3:5, 12:14], 4, 2), (np.s_[12:14, 3:5], 5, 4)):
         probs[(slice(None), *box)] = 0.0
         probs[(first, *box)], probs[(second, *box)], probs[(0, *box)] = 0.5, 0.3, 0.2
-    labels = cleanup(probs, {c: 5 / 400 for c in (2, 3, 4, 5)})
-    assert (labels[3:5, 3:5] == 1).all() and (labels[3:5, 12:14] == 0).all() and (labels[12:14, 3:5] == 0).all()
+    for passes in (3, 2):  # with two passes, both second-pass decisions are made in the same (last) pass
+        labels = cleanup(probs, {c: 5 / 400 for c in (2, 3, 4, 5)}, max_passes=passes)
+        assert (labels[3:5, 3:5] == 1).all() and (labels[3:5, 12:14] == 0).all(), passes
+        assert (labels[12:14, 3:5] == 0).all(), passes
+
+
+def test_probs_to_labels_tie_at_one_over_c():
+    """Class 0 never rises above 1/C = 0.5 but ties class 1 at one pixel: it is not skipped as a class
+    that cannot win, and the tie goes to the lower index."""
+    probs = np.array([[[0.5, 0.1]], [[0.5, 0.9]]], np.float32)  # (2, 1, 2)
+    assert probs_to_labels(probs, (1, 2)).tolist() == [[0, 1]]
+
+
+def test_runner_up_speckle_in_the_image_corner():
+    """The second pass looks at a window around the reassigned pixels, clipped at the image border."""
+    probs = blob_probs()
+    probs[:, :2, :2] = probs[:, 5:7, 5:7]  # a second speckle, in the top-left corner
+    labels = cleanup(probs, {1: 5 / 400, 2: 5 / 400})
+    assert (labels[:2, :2] == 0).all() and (labels[5:7, 5:7] == 0).all()
+
+
+def test_runner_up_region_one_pixel_away_is_not_attached():
+    """Large class-2 regions one background pixel away (left, right, above, below) do not make the
+    speckle's runner-up pixels part of them: they are an isolated class-2 speckle and go on. (A second
+    speckle in each far corner makes the second pass look at the whole image, regions included.)"""
+    probs = blob_probs()  # the speckle is at rows 5-6, columns 5-6
+    for box in (np.s_[5:7, 0:4], np.s_[5:7, 8:12], np.s_[0:4, 5:7], np.s_[8:12, 5:7]):
+        probs[(slice(None), *box)] = 0.0
+        probs[(2, *box)] = 1.0
+    paint(probs, np.s_[0:2, 0:2], 1)
+    paint(probs, np.s_[18:20, 18:20], 1)
+    labels = cleanup(probs, {1: 5 / 400, 2: 5 / 400})
+    assert (labels[5:7, 5:7] == 0).all() and not (labels == 1).any()
+    assert (labels == 2).sum() == 4 * 8
+
+
+@pytest.mark.parametrize("connectivity,expected", [(8, 2), (4, 0)])
+def test_second_pass_uses_the_connectivity(connectivity, expected):
+    """Two one-pixel class-1 speckles touching at a corner go to their runner-up, class 2 (limit 1.5
+    pixels): 8-connected those two pixels are one component of 2 pixels and stay; 4-connected they
+    are two of 1 pixel and go on to background."""
+    probs = speckle_field()
+    probs[:, 5, 5] = probs[:, 6, 6] = (0.2, 0.5, 0.3, 0.0)
+    labels = cleanup(probs, {1: 5 / 400, 2: 1.5 / 400}, connectivity=connectivity)
+    assert labels[5, 5] == labels[6, 6] == expected
+
+
+def test_runner_up_component_of_exactly_the_limit_stays():
+    """The second pass drops components with *fewer* pixels than the limit, like the first."""
+    labels = cleanup(blob_probs(), {1: 5 / 400, 2: 4 / 400})
+    assert (labels[5:7, 5:7] == 2).all()
+
+
+def test_a_one_pixel_runner_up_speckle_goes_on():
+    """A single reassigned pixel left for the second pass is still moved on (to background)."""
+    probs = speckle_field()
+    probs[:, 12, 12] = (0.2, 0.5, 0.3, 0.0)
+    assert cleanup(probs, {1: 5 / 400, 2: 1.5 / 400})[12, 12] == 0
+
+
+def test_default_is_three_passes():
+    """Four cleaned classes in a row of preferences: three passes (the default of cleanup and of
+    suppress_small_components) end on the fourth choice, a fourth pass on background."""
+    probs = speckle_field(num_classes=5)
+    probs[:, 5:7, 5:7] = np.array([0.05, 0.35, 0.25, 0.2, 0.15], np.float32)[:, None, None]
+    limits = {c: 5 / 400 for c in (1, 2, 3, 4)}
+    for passes, expected in ((None, 4), (2, 3), (4, 0)):
+        kw = {} if passes is None else {"max_passes": passes}
+        assert (cleanup(probs, limits, **kw)[5:7, 5:7] == expected).all(), passes
+        assert (suppress_small_components(probs, limits, **kw).argmax(0)[5:7, 5:7] == expected).all(), passes
+
+
+def test_a_pixel_dropped_from_every_class_keeps_its_last_class():
+    """Two classes, both cleaned, every component too small: the first pass swaps the classes, the
+    second finds no class the pixels were not dropped from and leaves them as they are."""
+    probs = np.array([[[0.9, 0.9], [0.9, 0.2]], [[0.1, 0.1], [0.1, 0.8]]], np.float32)
+    assert cleanup(probs, {0: 0.9, 1: 0.9}).tolist() == [[1, 1], [1, 0]]
+
+
+@pytest.mark.parametrize("connectivity", [8, 4])
+def test_suppressed_probabilities_follow_connectivity_passes_and_ties(connectivity):
+    """suppress_small_components passes connectivity and max_passes on to cleanup, returns float32
+    whatever the input, and zeroes a dropped class that ties with the new one (else the argmax, which
+    breaks ties to the lower index, would give the pixel back to it)."""
+    probs = blob_probs()
+    probs[:, 7:13, 7:13] = 0.0
+    probs[2, 7:13, 7:13] = 1.0  # touches the speckle at a corner (see the test above)
+    limits = {1: 5 / 400, 2: 5 / 400}
+    expected = cleanup(probs, limits, connectivity=connectivity)
+    got = suppress_small_components(probs.astype(np.float64), limits, connectivity=connectivity)
+    assert got.dtype == np.float32 and (got.argmax(0) == expected).all()
+    tie = blob_probs()
+    tie[1, 5:7, 5:7] = tie[2, 5:7, 5:7] = 0.4  # class 1 wins the tie, then is dropped: class 2
+    assert (cleanup(tie, {1: 5 / 400})[5:7, 5:7] == 2).all()
+    assert (suppress_small_components(tie, {1: 5 / 400}).argmax(0)[5:7, 5:7] == 2).all()

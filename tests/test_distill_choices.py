@@ -78,6 +78,31 @@ def test_fit_weights_of_one_group():
     assert fit_weights(weights_problem(("B",))) == {"B": 1.0}
 
 
+def test_fit_weights_stays_on_the_simplex():
+    """Three groups; a mix of A and B labels every pixel right only if w_A / (w_A + w_B) lies in
+    (0.514, 0.550). No grid point with w_A + w_B <= 1 gives such a ratio (0.5 and 5/9 are the nearest),
+    but w_A = 0.6, w_B = 0.5 would (mix() divides by the weights' sum). The answer must still be
+    weights that sum to 1, not that better-scoring point off the simplex."""
+    rows = [(1, [7 / 255, 248 / 255, 0.0])] * 2 + [(0, [23 / 255, 232 / 255, 0.0])] * 2
+    mask, a = field(rows)
+    _, b = field([(t, [1.0, 0.0, 0.0]) for t, _ in rows])
+    _, n = field([(t, NOISE[1]) for t, _ in rows])
+    oofs = oofset([mask], {"A": [a], "B": [b], "N": [n]})
+    assert np.nanmean(evaluate_mix(oofs, {"A": 0.6, "B": 0.5, "N": 0.0}, tta=True, full_res=False)) == 1.0
+    w = fit_weights(oofs)
+    assert sum(w.values()) == pytest.approx(1.0) and min(w.values()) >= 0.0
+    assert np.nanmean(evaluate_mix(oofs, w, tta=True, full_res=False)) < 1.0
+
+
+def test_fit_weights_scores_at_the_oof_resolution():
+    """Full-size masks that say something else (all background: pure B would be perfect there) must not
+    change the answer, which is chosen on the masks at the OOF resolution."""
+    oofs = weights_problem()
+    oofs.full_masks = [np.zeros_like(m) for m in oofs.full_masks]
+    assert np.nanmean(evaluate_mix(oofs, {"A": 0.0, "B": 1.0}, tta=True, full_res=True)) == 1.0
+    assert fit_weights(oofs) == pytest.approx({"A": 0.3, "B": 0.7})
+
+
 # ----------------------------------------------------------------------- choose_postprocessing
 NAMES = ("background", "speck", "small")
 

@@ -71,6 +71,23 @@ def test_tta_with_schema_permutation_matches_unflipped_output():
     assert (wrong - plain).abs().max() > 0.05
 
 
+def test_flip_tta_runs_both_views_under_the_requested_precision():
+    """``precision="bf16"`` runs the plain and the mirrored forward pass under bf16 autocast (on the
+    CPU here): the result equals a hand-made autocast computation, and differs from fp32."""
+    torch.manual_seed(0)
+    model = torch.nn.Conv2d(3, 3, 1)
+    x = torch.randn(2, 3, 8, 8)
+    perm = LR_SCHEMA.flip_permutation
+    with torch.inference_mode():
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            plain, mirrored = model(x).float().softmax(1), model(x.flip(-1)).float().softmax(1)
+        fp32 = flip_tta(model, x, perm, parts=True)
+        bf16 = flip_tta(model, x, perm, precision="bf16", parts=True)
+    assert torch.equal(bf16.plain, plain) and not torch.equal(bf16.plain, fp32.plain)
+    assert torch.equal(bf16.mirrored, mirrored.flip(-1)[:, perm])
+    assert not torch.equal(bf16.mirrored, fp32.mirrored)
+
+
 def test_predictor_takes_the_permutation_from_the_model_file(tmp_path, model_file):
     path = model_file(tmp_path / "lr.safetensors", LR_SCHEMA, input_size=32)
     predictor = Predictor(path)
