@@ -30,7 +30,7 @@ def profile_model(cfg: dict, batches: list[dict], num_classes: int, steps: int) 
     from workbench.core.runtime import autocast, resolve_device
 
     device = resolve_device(cfg["device"])
-    model = build_model(cfg["arch"], cfg["encoder"], num_classes, "none", cfg["decoder_channels"]).to(device)
+    model = build_model(cfg["arch"], cfg["encoder"], num_classes, "none", cfg["decoder_channels"], cfg["head_scale"]).to(device)
     model = model.to(memory_format=torch.channels_last).train()
     opt = torch.optim.AdamW(parameter_groups(model, cfg["lr"], cfg["decoder_lr_mult"]), lr=cfg["lr"])
     loss_fn = SegLoss(cfg["loss"], num_classes, cfg["dice_weight"])

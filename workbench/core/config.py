@@ -37,6 +37,7 @@ DEFAULTS: dict = {
                                    # OOF, soft labels and inference run on the whole image at this size
     "crop_size": 0,                # train on random crop_size x crop_size crops of the image_size image; 0 = whole image
     "decoder_channels": [],        # decoder widths: unet = one per stage, fpn = [pyramid, segmentation]; [] = smp default
+    "head_scale": 1,               # unet: the decoder stops at 1/head_scale (1, 2, 4), logits upsampled bilinearly
     "normalization": "imagenet",   # imagenet | unit (x/255)
     # optimisation
     "epochs": 10,
@@ -84,6 +85,7 @@ RULES: dict[str, Field] = {
     "image_size": Field(int, lo=INPUT_MULTIPLE, hi=MAX_INPUT_SIZE, multiple=INPUT_MULTIPLE),
     "crop_size": Field(int, lo=0, hi=MAX_INPUT_SIZE, multiple=INPUT_MULTIPLE),
     "decoder_channels": Field(list, hi=8, item=Field(int, lo=1, hi=4096)),
+    "head_scale": Field(int, choices=(1, 2, 4)),
     "normalization": Field(str, choices=("imagenet", "unit")),
     "epochs": Field(int, lo=1, hi=100_000),
     "batch_size": Field(int, lo=1, hi=4096),

@@ -19,6 +19,7 @@ _SIDE = Field(int, lo=INPUT_MULTIPLE, hi=MAX_INPUT_SIZE, multiple=INPUT_MULTIPLE
 FIELDS: dict[str, Field] = {
     "input_size": Field(list, lo=2, hi=2, item=_SIDE, scalar_to_list=False),
     "decoder_channels": Field(list, hi=8, item=Field(int, lo=1, hi=4096), scalar_to_list=False),
+    "head_scale": Field(int, choices=(1, 2, 4)),
     "resize": Field(str, choices=("squash",)),
     "fold": Field(int, lo=-1),
     "weights_dtype": Field(str, choices=("float16", "float32", "bfloat16")),

@@ -29,6 +29,7 @@ def model_metadata(cfg: dict, schema: ClassSchema) -> dict:
     encoder, schema, input size, normalisation, TTA and cleanup settings) and where it came from."""
     return {
         "arch": cfg["arch"], "encoder": cfg["encoder"], "decoder_channels": list(cfg.get("decoder_channels") or []),
+        "head_scale": int(cfg.get("head_scale", 1)),
         "schema": schema.to_dict(),
         "input_size": [cfg["image_size"], cfg["image_size"]],
         "normalization": normalization_meta(cfg["normalization"]), "resize": "squash",
@@ -84,7 +85,8 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[to
     try:
         schema = ClassSchema.from_dict(meta["schema"])
         model = build_model(meta["arch"], meta["encoder"], schema.num_classes, encoder_weights=None,
-                            decoder_channels=meta.get("decoder_channels") or None)
+                            decoder_channels=meta.get("decoder_channels") or None,
+                            head_scale=meta.get("head_scale", 1))
     except (ValueError, KeyError, TypeError) as err:  # bad schema, unknown architecture or encoder
         raise ModelFileError(f"{path}: invalid model metadata: {err}") from err
     try:

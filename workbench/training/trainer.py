@@ -116,7 +116,7 @@ class Trainer:
             torch.set_num_threads(cfg["threads"])
         seed_everything(cfg["seed"])
         model = build_model(cfg["arch"], cfg["encoder"], self.schema.num_classes, cfg["encoder_weights"],
-                            cfg["decoder_channels"]).to(self.device)
+                            cfg["decoder_channels"], cfg["head_scale"]).to(self.device)
         self.model = model.to(memory_format=torch.channels_last)
         self.net = self.dist.wrap(self.model)  # what train_step calls: the model, or its DDP wrapper
         self.n_params = count_parameters(self.model)
