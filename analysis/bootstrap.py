@@ -8,6 +8,8 @@ examples:
 
 --a/--b are training run folders (out-of-fold probabilities, flip TTA unless --no-tta) or folders
 of predicted masks (with --gt or --data). The difference is B minus A: positive means B is better.
+A per-class table follows (IoU of A and B, B - A and its 95 % interval), so that a gain in mIoU
+that costs some parts shows.
 """
 
 from __future__ import annotations
@@ -55,7 +57,25 @@ def main(argv: list[str] | None = None) -> int:
     only = len(set(a.stems) ^ set(b.stems))
     print(f"B = {args.b} minus A = {args.a}: {result}" + (f"; {only} images predicted by only one side were left out" if only else ""))
     print("B is better" if result.low > 0 else "A is better" if result.high < 0 else "no significant difference")
+    print_per_class(result, a.schema.names)
     return 0
+
+
+def print_per_class(result, names: list[str]) -> None:
+    from rich.table import Table
+
+    from workbench.core.console import console
+
+    table = Table(title="per class: IoU × 100, B − A with its 95 % interval", title_justify="left")
+    for col in ("class", "A", "B", "B − A", "95 % interval", ""):
+        table.add_column(col, justify="left" if col == "class" else "right")
+    for name, ia, ib, lo, hi in zip(names, result.iou_a, result.iou_b, result.class_low, result.class_high):
+        if ia != ia and ib != ib:  # absent from the ground truth and from both predictions
+            continue
+        verdict = "B better" if lo > 0 else "A better" if hi < 0 else ""
+        table.add_row(name, f"{ia * 100:.1f}", f"{ib * 100:.1f}", f"{(ib - ia) * 100:+.1f}",
+                      f"{lo * 100:+.1f} .. {hi * 100:+.1f}", verdict)
+    console.print(table)
 
 
 if __name__ == "__main__":

@@ -9,7 +9,8 @@ when it excludes 0 the difference is unlikely to be an accident of which images 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import warnings
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -23,6 +24,11 @@ class PairedDifference:
     high: float
     images: int
     samples: int
+    # per class: IoU of A and of B on all images, B - A and its 95 % interval (NaN: class absent)
+    iou_a: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    iou_b: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    class_low: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    class_high: np.ndarray = field(default_factory=lambda: np.zeros(0))
 
     def __str__(self) -> str:
         return (f"{self.delta * 100:+.2f} points (95 % interval {self.low * 100:+.2f} .. {self.high * 100:+.2f}, "
@@ -33,13 +39,18 @@ class PairedDifference:
         return self.low > 0 or self.high < 0
 
 
-def batch_miou(cms: np.ndarray) -> np.ndarray:
-    """mIoU of each (C, C) confusion matrix of a stack (B, C, C), NaN classes left out."""
+def batch_iou(cms: np.ndarray) -> np.ndarray:
+    """Per-class IoU (B, C) of each (C, C) confusion matrix of a stack (B, C, C); NaN where a class
+    is neither present nor predicted."""
     tp = np.diagonal(cms, axis1=1, axis2=2).astype(np.float64)
     denom = cms.sum(1) + cms.sum(2) - tp
     with np.errstate(invalid="ignore", divide="ignore"):
-        iou = np.where(denom > 0, tp / np.maximum(denom, 1), np.nan)
-    return np.nanmean(iou, axis=1)
+        return np.where(denom > 0, tp / np.maximum(denom, 1), np.nan)
+
+
+def batch_miou(cms: np.ndarray) -> np.ndarray:
+    """mIoU of each (C, C) confusion matrix of a stack (B, C, C), NaN classes left out."""
+    return np.nanmean(batch_iou(cms), axis=1)
 
 
 def paired_bootstrap(cms_a: np.ndarray, cms_b: np.ndarray, samples: int = 2000, seed: int = 0) -> PairedDifference:
@@ -52,7 +63,12 @@ def paired_bootstrap(cms_a: np.ndarray, cms_b: np.ndarray, samples: int = 2000, 
     counts = rng.multinomial(n, np.full(n, 1.0 / n), size=samples)           # (samples, N) draws per image
     sum_a = (counts @ cms_a.reshape(n, -1)).reshape(samples, c, c)
     sum_b = (counts @ cms_b.reshape(n, -1)).reshape(samples, c, c)
-    diffs = batch_miou(sum_b) - batch_miou(sum_a)
-    delta = float(np.nanmean(iou_per_class(cms_b.sum(0))) - np.nanmean(iou_per_class(cms_a.sum(0))))
+    iou_a, iou_b = batch_iou(sum_a), batch_iou(sum_b)
+    diffs = np.nanmean(iou_b, axis=1) - np.nanmean(iou_a, axis=1)
+    all_a, all_b = iou_per_class(cms_a.sum(0)), iou_per_class(cms_b.sum(0))
+    delta = float(np.nanmean(all_b) - np.nanmean(all_a))
     low, high = np.percentile(diffs, [2.5, 97.5])
-    return PairedDifference(delta, float(low), float(high), n, samples)
+    with np.errstate(invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a class absent from every draw: NaN bounds
+        class_low, class_high = np.nanpercentile(iou_b - iou_a, [2.5, 97.5], axis=0)
+    return PairedDifference(delta, float(low), float(high), n, samples, all_a, all_b, class_low, class_high)
