@@ -34,6 +34,7 @@ OLD_ARGS = ["data=data", "out=run", "folds_file=folds.json", "name=old", "arch=u
             "folds=2", "fold=0", "warmup_epochs=0", "augment=flip", "precision=fp32", "threads=1"]
 TIMING = {"seconds", "images_per_s", "train_minutes"}  # wall-clock fields differ from run to run
 ADDED = {"provenance",  # recorded since (issue 17 §6): commit, versions, hardware, command, wall time
+         "head_scale", "deep_supervision",  # UNet decoder options (issue 11), model file and recipe, defaults
          *LAUNCH_KEYS}  # config keys of the fold launcher (issue 18), in the recipe with their defaults
 
 

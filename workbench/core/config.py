@@ -38,6 +38,8 @@ DEFAULTS: dict = {
     "crop_size": 0,                # train on random crop_size x crop_size crops of the image_size image; 0 = whole image
     "decoder_channels": [],        # decoder widths: unet = one per stage, fpn = [pyramid, segmentation]; [] = smp default
     "head_scale": 1,               # unet: the decoder stops at 1/head_scale (1, 2, 4), logits upsampled bilinearly
+    "deep_supervision": [],        # unet: loss weights of auxiliary heads on the decoder stages before the last
+                                   # (nearest first), e.g. [0.5, 0.25]; [] = off. Training only.
     "normalization": "imagenet",   # imagenet | unit (x/255)
     # optimisation
     "epochs": 10,
@@ -86,6 +88,7 @@ RULES: dict[str, Field] = {
     "crop_size": Field(int, lo=0, hi=MAX_INPUT_SIZE, multiple=INPUT_MULTIPLE),
     "decoder_channels": Field(list, hi=8, item=Field(int, lo=1, hi=4096)),
     "head_scale": Field(int, choices=(1, 2, 4)),
+    "deep_supervision": Field(list, hi=4, item=Field(float, lo=0, hi=10)),
     "normalization": Field(str, choices=("imagenet", "unit")),
     "epochs": Field(int, lo=1, hi=100_000),
     "batch_size": Field(int, lo=1, hi=4096),

@@ -8,6 +8,7 @@ from segmentation_models_pytorch.base import SegmentationHead
 from segmentation_models_pytorch.base import initialization as smp_init
 
 from ..exceptions import ConfigError
+from .deep_supervision import attach_aux_heads
 from .encoders import load_encoder_weights
 
 
@@ -28,13 +29,14 @@ HEAD_SCALES = (1, 2, 4)
 
 
 def build_model(arch: str, encoder: str, num_classes: int, encoder_weights: str | None = None,
-                decoder_channels=None, head_scale: int = 1) -> torch.nn.Module:
+                decoder_channels=None, head_scale: int = 1, aux_heads: int = 0) -> torch.nn.Module:
     """An smp model with a timm encoder; logits of shape (N, num_classes, H, W).
 
     ``encoder`` is a timm model name (``tf_efficientnet_lite0``, ``convnext_tiny``, ...).
     ``encoder_weights`` is resolved offline by :mod:`workbench.models.encoders`.
     ``head_scale`` (UNet only): the decoder stops at 1/head_scale of the input size and the head's
     logits are upsampled bilinearly, as FPN's are from 1/4 (see :func:`stop_decoder_at`).
+    ``aux_heads`` (UNet only, training): deep-supervision heads, :mod:`.deep_supervision`.
     """
     try:
         model = smp.create_model(arch, encoder_name=f"tu-{encoder}", encoder_weights=None, classes=num_classes,
@@ -43,6 +45,8 @@ def build_model(arch: str, encoder: str, num_classes: int, encoder_weights: str 
         raise ConfigError(f"cannot build {arch} with encoder {encoder!r}: {err}") from err
     if head_scale != 1:
         stop_decoder_at(model, arch, head_scale, num_classes)
+    if aux_heads:
+        attach_aux_heads(model, arch, aux_heads, num_classes)
     load_encoder_weights(model.encoder.model, encoder, encoder_weights)
     return model
 

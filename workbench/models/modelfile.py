@@ -19,6 +19,7 @@ from ..core.schema import ClassSchema
 from ..data.preprocess import normalization_meta
 from ..exceptions import ModelFileError
 from .build import build_model
+from .deep_supervision import drop_training_only
 from .metadata import REQUIRED, validate_metadata
 
 META_KEY = "carparts"
@@ -45,7 +46,7 @@ def save_model(path: str | Path, model: torch.nn.Module, meta: dict, dtype: torc
     if missing:
         raise ValueError(f"model metadata lacks {missing}")
     state = {}
-    for k, v in model.state_dict().items():
+    for k, v in drop_training_only(model.state_dict()).items():
         v = v.detach().cpu()
         if dtype is not None and v.is_floating_point():
             v = v.to(dtype)

@@ -54,6 +54,19 @@ def multiclass_dice_loss(probs: torch.Tensor, target: torch.Tensor, eps: float =
     return ((1 - score) * (count > 0)).mean()
 
 
+def deep_supervision_loss(seg_loss: nn.Module, main: torch.Tensor, aux: list[torch.Tensor], target: torch.Tensor,
+                          weights) -> torch.Tensor:
+    """nnU-Net's deep-supervision mix: ``(main + sum_k w_k * seg_loss(aux_k, target)) / (1 + sum_k w_k)``,
+    each auxiliary map's logits upsampled bilinearly to the target's size first (so Dice sees the
+    same pixels as the main loss)."""
+    total, norm = main, 1.0
+    for w, logits in zip(weights, aux):
+        if w:
+            up = F.interpolate(logits.float(), size=target.shape[-2:], mode="bilinear", align_corners=False)
+            total, norm = total + w * seg_loss(up, target), norm + w
+    return total / norm
+
+
 def kd_loss(student_logits: torch.Tensor, teacher_probs: torch.Tensor, temperature: float) -> torch.Tensor:
     """T^2 * KL(teacher_T || student_T), averaged over pixels that have a soft label.
 

@@ -44,12 +44,13 @@ from ..evaluation.metrics import confusion_from_probs, iou_per_class
 from ..exceptions import TrainingDivergedError
 from ..inference import tta
 from ..models.build import build_model, count_parameters, parameter_groups
+from ..models.deep_supervision import aux_logits
 from ..models.modelfile import model_metadata, save_model
 from . import checkpoint, distributed
 from .array_dataset import ArrayDataset, RowSubset
 from .done import mark_done, reopen
 from .history import draw_progress, epoch_line, run_metrics, validation_table, write_metrics
-from .losses import SegLoss
+from .losses import SegLoss, deep_supervision_loss
 from .oof import save_oof, to_uint8
 
 MAX_NONFINITE_STEPS = 5  # consecutive non-finite losses/gradients before a run is declared diverged
@@ -116,7 +117,7 @@ class Trainer:
             torch.set_num_threads(cfg["threads"])
         seed_everything(cfg["seed"])
         model = build_model(cfg["arch"], cfg["encoder"], self.schema.num_classes, cfg["encoder_weights"],
-                            cfg["decoder_channels"], cfg["head_scale"]).to(self.device)
+                            cfg["decoder_channels"], cfg["head_scale"], len(cfg["deep_supervision"])).to(self.device)
         self.model = model.to(memory_format=torch.channels_last)
         self.net = self.dist.wrap(self.model)  # what train_step calls: the model, or its DDP wrapper
         self.n_params = count_parameters(self.model)
@@ -219,6 +220,8 @@ class Trainer:
         with autocast(device, self.cfg["precision"]):
             logits = self.net(x)
         loss = self.seg_loss(logits, y)
+        if self.cfg["deep_supervision"]:
+            loss = deep_supervision_loss(self.seg_loss, loss, aux_logits(self.model), y, self.cfg["deep_supervision"])
         if self.extra_loss is not None:
             loss = self.extra_loss(logits, {k: v.to(device) for k, v in batch.items()}, loss)
         self.optimizer.zero_grad(set_to_none=True)
