@@ -23,6 +23,9 @@ COMMANDS = {  # name -> (command, a bad argument)
     "analysis.campaign_summary": ([PY, "-m", "analysis.campaign_summary"], ["--no-such-flag"]),
     "analysis.runs": ([PY, "-m", "analysis.runs"], ["--no-such-flag"]),
     "analysis/benchmark_inference.py": ([PY, "analysis/benchmark_inference.py"], ["--big-size", "huge"]),
+    "analysis.bootstrap": ([PY, "-m", "analysis.bootstrap"], ["--a", "a", "--b", "b", "--no-such-flag"]),
+    "analysis.profile_training": ([PY, "-m", "analysis.profile_training"], ["--no-such-flag"]),
+    "analysis.probe_convergence": ([PY, "-m", "analysis.probe_convergence"], ["--no-such-flag"]),
 }
 ENV = dict(os.environ, HF_HUB_OFFLINE="1", NO_ALBUMENTATIONS_UPDATE="1", OMP_NUM_THREADS="1")
 
