@@ -14,6 +14,10 @@ log() { tee -a "runs/logs/$1.log"; }
 $PY train.py recipe=fpn_effnet fold=0 2>&1 | log fpn_effnet_fold0
 $PY train.py recipe=fpn_effnet fold=0 image_size=256 crop_size=0 name=ablation_fpn_squash256 2>&1 | log ablation_fpn_squash256
 $PY train.py recipe=unet_effnet fold=0 2>&1 | log unet_effnet_fold0
+# deep supervision on fold 0 (README, Campaign 2): adopted into unet_effnet only if it beats the run above
+$PY train.py recipe=unet_effnet fold=0 'deep_supervision=[0.5,0.25]' name=unet_effnet_ds 2>&1 | log unet_effnet_ds_fold0
+$PY -m analysis.bootstrap --a runs/unet_effnet --b runs/unet_effnet_ds --data ../shared/datasets/dsmlr-carparts --folds 0 \
+  2>&1 | log unet_ds_vs_plain
 for setting in "0.5 2" "0.5 1" "0.8 2"; do
   set -- $setting
   $PY distill.py --cv-only teacher_folds=[0] name=kd_w${1}_t${2} kd_weight=$1 temperature=$2 2>&1 | log kd_w${1}_t${2}
