@@ -7,6 +7,7 @@
 set -euo pipefail
 export HF_HUB_OFFLINE=1 NO_ALBUMENTATIONS_UPDATE=1 OMP_WAIT_POLICY=PASSIVE
 PY=${PY:-python}
+UNET=${UNET:-unet_effnet}  # the UNet family's recipe for folds 1-2: unet_effnet_ds if its fold-0 run wins
 mkdir -p runs/logs
 log() { tee -a "runs/logs/$1.log"; }
 
@@ -15,7 +16,7 @@ $PY train.py recipe=fpn_effnet fold=0 2>&1 | log fpn_effnet_fold0
 $PY train.py recipe=fpn_effnet fold=0 image_size=256 crop_size=0 name=ablation_fpn_squash256 2>&1 | log ablation_fpn_squash256
 $PY train.py recipe=unet_effnet fold=0 2>&1 | log unet_effnet_fold0
 # deep supervision on fold 0 (README, Campaign 2): adopted into unet_effnet only if it beats the run above
-$PY train.py recipe=unet_effnet fold=0 'deep_supervision=[0.5,0.25]' name=unet_effnet_ds 2>&1 | log unet_effnet_ds_fold0
+$PY train.py recipe=unet_effnet_ds fold=0 2>&1 | log unet_effnet_ds_fold0
 $PY -m analysis.bootstrap --a runs/unet_effnet --b runs/unet_effnet_ds --data ../shared/datasets/dsmlr-carparts --folds 0 \
   2>&1 | log unet_ds_vs_plain
 for setting in "0.5 2" "0.5 1" "0.8 2"; do
@@ -26,9 +27,9 @@ done
 # teachers, baseline
 for fold in 1 2; do
   $PY train.py recipe=fpn_effnet fold=$fold 2>&1 | log fpn_effnet_fold$fold
-  $PY train.py recipe=unet_effnet fold=$fold 2>&1 | log unet_effnet_fold$fold
+  $PY train.py recipe=$UNET fold=$fold 2>&1 | log ${UNET}_fold$fold
 done
-$PY distill.py --publish runs/fpn_effnet/fold{0,1,2} runs/unet_effnet/fold{0,1,2}
+$PY distill.py --publish runs/fpn_effnet/fold{0,1,2} runs/$UNET/fold{0,1,2}
 $PY train.py recipe=h2o_seed 2>&1 | log h2o_seed
 
 # the student: cross-validation, final student on all 400 images, export (ship with export=weights/student.safetensors)
