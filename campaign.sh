@@ -7,7 +7,7 @@
 set -euo pipefail
 export HF_HUB_OFFLINE=1 NO_ALBUMENTATIONS_UPDATE=1 OMP_WAIT_POLICY=PASSIVE
 PY=${PY:-python}
-UNET=${UNET:-unet_effnet}  # the UNet family's recipe for folds 1-2: unet_effnet_ds if its fold-0 run wins
+UNET=${UNET:-unet_effnet_ds}  # the UNet family: deep supervision won on fold 0 (README, Campaign 2)
 mkdir -p runs/logs
 log() { tee -a "runs/logs/$1.log"; }
 
