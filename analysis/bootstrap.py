@@ -14,6 +14,7 @@ that costs some parts shows.
 
 from __future__ import annotations
 
+import math
 import sys
 
 from analysis._cli import add_data_args, add_run_args, parser, progress
@@ -70,7 +71,7 @@ def print_per_class(result, names: list[str]) -> None:
     for col in ("class", "A", "B", "B − A", "95 % interval", ""):
         table.add_column(col, justify="left" if col == "class" else "right")
     for name, ia, ib, lo, hi in zip(names, result.iou_a, result.iou_b, result.class_low, result.class_high):
-        if ia != ia and ib != ib:  # absent from the ground truth and from both predictions
+        if math.isnan(ia) and math.isnan(ib):  # absent from the ground truth and from both predictions
             continue
         verdict = "B better" if lo > 0 else "A better" if hi < 0 else ""
         table.add_row(name, f"{ia * 100:.1f}", f"{ib * 100:.1f}", f"{(ib - ia) * 100:+.1f}",

@@ -156,7 +156,7 @@ def batch_stream(cfg: dict, ds, train_idx, steps: int) -> list[dict]:
 
     from workbench.data.augment import build_train_transform
     from workbench.training.array_dataset import ArrayDataset
-    from workbench.training.trainer import seed_everything
+    from workbench.training.trainer import reseed_epoch
 
     transform = build_train_transform(cfg["augment"], ds.schema.flip_permutation, cfg["crop_size"])
     data = ArrayDataset(ds.images[train_idx], ds.masks[train_idx], transform)
@@ -166,11 +166,7 @@ def batch_stream(cfg: dict, ds, train_idx, steps: int) -> list[dict]:
     batches, epoch = [], 0
     while len(batches) < steps:
         epoch += 1
-        epoch_seed = cfg["seed"] * 1000 + epoch
-        seed_everything(epoch_seed)
-        generator.manual_seed(epoch_seed)
-        if transform is not None:
-            transform.set_random_seed(epoch_seed)
+        reseed_epoch(cfg["seed"] * 1000 + epoch, generator, transform)
         for batch in loader:
             batches.append({"image": batch["image"], "mask": batch["mask"].to(torch.uint8)})  # uint8: 1/8 the RAM
             if len(batches) == steps:
@@ -199,8 +195,8 @@ def train_losses(cfg: dict, model, batches: list[dict], num_classes: int, device
     from workbench.core.runtime import autocast
     from workbench.data.preprocess import normalization_meta, to_tensor
     from workbench.models.build import parameter_groups
-    from workbench.models.deep_supervision import aux_logits
-    from workbench.training.losses import SegLoss, deep_supervision_loss
+    from workbench.training.losses import SegLoss
+    from workbench.training.trainer import supervised_loss
 
     model = model.to(device).train()
     optimizer = torch.optim.AdamW(parameter_groups(model, cfg["lr"], cfg["decoder_lr_mult"]), lr=cfg["lr"],
@@ -212,10 +208,7 @@ def train_losses(cfg: dict, model, batches: list[dict], num_classes: int, device
         x, y = to_tensor(batch["image"], norm, device), batch["mask"].to(device).long()
         with autocast(device, cfg["precision"]):
             logits = model(x)
-        main = seg_loss(logits, y)
-        loss = main
-        if cfg["deep_supervision"]:
-            loss = deep_supervision_loss(seg_loss, main, aux_logits(model), y, cfg["deep_supervision"])
+        main, loss = supervised_loss(seg_loss, model, logits, y, cfg["deep_supervision"])
         optimizer.zero_grad(set_to_none=True)
         finite = bool(torch.isfinite(loss))
         if finite:

@@ -62,6 +62,25 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def reseed_epoch(epoch_seed: int, generator: torch.Generator, transform) -> None:
+    """Re-seed every random stream of one epoch (global RNGs, the shuffling generator, the
+    augmentation), so that a resumed run repeats an interrupted epoch exactly."""
+    seed_everything(epoch_seed)
+    generator.manual_seed(epoch_seed)
+    if transform is not None:
+        transform.set_random_seed(epoch_seed)
+
+
+def supervised_loss(seg_loss, model: torch.nn.Module, logits: torch.Tensor, target: torch.Tensor,
+                    deep_supervision) -> tuple[torch.Tensor, torch.Tensor]:
+    """The hard-label loss of a training step: (the main output's loss, the loss to optimise, which
+    adds the deep-supervision heads' losses when ``deep_supervision`` weights are given)."""
+    main = seg_loss(logits, target)
+    if not deep_supervision:
+        return main, main
+    return main, deep_supervision_loss(seg_loss, main, aux_logits(model), target, deep_supervision)
+
+
 def warmup_cosine(step: int, total: int, warmup: int) -> float:
     if step < warmup:
         return (step + 1) / max(1, warmup)
@@ -174,10 +193,7 @@ class Trainer:
         cfg, state = self.cfg, self.state
         # Every random stream is re-seeded per epoch, so a resumed run repeats the interrupted epoch exactly.
         epoch_seed = self.dist.rank_seed(cfg["seed"] * 1000 + epoch)  # one process (and rank 0): seed*1000 + epoch
-        seed_everything(epoch_seed)
-        self.generator.manual_seed(epoch_seed)
-        if self.train_set.transform is not None:
-            self.train_set.transform.set_random_seed(epoch_seed)
+        reseed_epoch(epoch_seed, self.generator, self.train_set.transform)
         if self.sampler is not None:
             self.sampler.set_epoch(epoch)
         self.model.train()
@@ -219,9 +235,7 @@ class Trainer:
         y = batch["mask"].to(device)
         with autocast(device, self.cfg["precision"]):
             logits = self.net(x)
-        loss = self.seg_loss(logits, y)
-        if self.cfg["deep_supervision"]:
-            loss = deep_supervision_loss(self.seg_loss, loss, aux_logits(self.model), y, self.cfg["deep_supervision"])
+        _, loss = supervised_loss(self.seg_loss, self.model, logits, y, self.cfg["deep_supervision"])
         if self.extra_loss is not None:
             loss = self.extra_loss(logits, {k: v.to(device) for k, v in batch.items()}, loss)
         self.optimizer.zero_grad(set_to_none=True)
