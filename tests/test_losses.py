@@ -61,7 +61,8 @@ def test_kd_loss_gradient_pulls_the_student_towards_the_teacher():
 
 
 def test_student_loss_mixes_kd_and_hard_loss_by_kd_weight():
-    """``make_kd_loss`` (the student's training loss): kd_weight * KD + (1 - kd_weight) * hard."""
+    """``make_kd_loss`` (the student's training loss): kd_weight * KD + (1 - kd_weight) * hard, or with
+    ``kd_mix: additive`` hard + kd_weight * KD."""
     from workbench.distillation.student import make_kd_loss
 
     torch.manual_seed(1)
@@ -74,6 +75,8 @@ def test_student_loss_mixes_kd_and_hard_loss_by_kd_weight():
     for w in (0.0, 0.3, 0.7, 1.0):
         got = float(make_kd_loss(2.0, w)(logits, {"soft": soft}, hard))
         assert math.isclose(got, w * kd + (1 - w) * 1.25, rel_tol=1e-6), w
+        added = float(make_kd_loss(2.0, w, "additive")(logits, {"soft": soft}, hard))
+        assert math.isclose(added, w * kd + 1.25, rel_tol=1e-6), w  # the hard loss keeps its full weight
 
 
 def test_ce_and_bce_dice_against_torch_and_smp():

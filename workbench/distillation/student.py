@@ -1,6 +1,9 @@
 """Training a student against soft labels, and its hard-label twin.
 
-The student's loss is ``kd_weight * T^2 * KL(teacher_T || student_T) + (1 - kd_weight) * (CE + Dice)``.
+The student's loss is ``kd_weight * T^2 * KL(teacher_T || student_T) + (1 - kd_weight) * (CE + Dice)``
+(``kd_mix: convex``, the default) or ``(CE + Dice) + kd_weight * T^2 * KL(...)`` (``kd_mix: additive``:
+the KD term is added and the hard loss keeps its full weight, Dice included, which is what drives the
+mIoU of small parts).
 Its **twin** is the same recipe (architecture, data, epochs, augmentation, seed) with
 ``kd_weight = 0``: the honest baseline that says whether distillation paid. When a teacher run was
 trained with exactly the twin's settings (the student recipe equals a teacher recipe), that run *is*
@@ -20,16 +23,18 @@ from ..training import fit
 from .soft_labels import SoftLabels
 
 # Keys that do not change what a hard-label run learns (names, outputs, distillation-only settings).
-NOT_TRAINING_KEYS = {"name", "family", "out", "recipe", "teachers", "teacher_folds", "temperature", "kd_weight",
+NOT_TRAINING_KEYS = {"name", "family", "out", "recipe", "teachers", "teacher_folds", "temperature", "kd_weight", "kd_mix",
                      "export", "export_dtype", "family_max_gap", "threads", "device", "save_oof", "folds_file",
                      "data", "max_steps"}
 
 
-def make_kd_loss(temperature: float, kd_weight: float):
+def make_kd_loss(temperature: float, kd_weight: float, mix: str = "convex"):
     """The ``extra_loss`` hook of :func:`workbench.training.fit` for distillation."""
+    hard_weight = {"convex": 1 - kd_weight, "additive": 1.0}[mix]
+
     def extra(logits, batch, hard):
         soft = batch["soft"].permute(0, 3, 1, 2).float()
-        return kd_weight * kd_loss(logits, soft, temperature) + (1 - kd_weight) * hard
+        return kd_weight * kd_loss(logits, soft, temperature) + hard_weight * hard
     return extra
 
 
@@ -40,7 +45,7 @@ def train_student(cfg: dict, ds: Dataset, train_idx, val_idx, soft: SoftLabels |
     missing = [ds.stems[i] for i in train_idx if int(i) not in soft.rows]
     if missing:
         raise ValueError(f"soft labels lack {len(missing)} training images, e.g. {missing[:3]}")
-    return fit(cfg, ds, train_idx, val_idx, soft=soft, extra_loss=make_kd_loss(cfg["temperature"], cfg["kd_weight"]),
+    return fit(cfg, ds, train_idx, val_idx, soft=soft, extra_loss=make_kd_loss(cfg["temperature"], cfg["kd_weight"], cfg["kd_mix"]),
                meta_extra=meta_extra)
 
 
