@@ -35,7 +35,7 @@ OLD_ARGS = ["data=data", "out=run", "folds_file=folds.json", "name=old", "arch=u
 TIMING = {"seconds", "images_per_s", "train_minutes"}  # wall-clock fields differ from run to run
 ADDED = {"provenance",  # recorded since (issue 17 §6): commit, versions, hardware, command, wall time
          "head_scale", "deep_supervision",  # UNet decoder options (issue 11), model file and recipe, defaults
-         "kd_mix",  # how the KD term joins the hard loss (campaign 2's KD sweep), default convex
+         "kd_mix", "kd_loss",  # KD loss options (campaign 2's KD sweep), defaults convex and pixel
          *LAUNCH_KEYS}  # config keys of the fold launcher (issue 18), in the recipe with their defaults
 
 

@@ -4,6 +4,8 @@ both sides, T^2, padded pixels left out) and the student's kd_weight mix against
 
 import math
 
+import numpy as np
+
 import segmentation_models_pytorch as smp
 import torch
 import torch.nn.functional as F
@@ -100,3 +102,47 @@ def test_ce_dice_by_hand_on_one_image():
     dice1 = 1 - 2 * p[1, 1] / (p[1].sum() + 1)
     expected = ce + 0.5 * float(dice0 + dice1 + 0) / 3
     assert math.isclose(float(SegLoss("ce_dice", 3, dice_weight=0.5)(x, y)), expected, rel_tol=1e-6)
+
+
+def test_channel_kd_loss_by_hand():
+    """Channel-wise KD: per image and class, KL between the spatial softmaxes of teacher log-probs / T
+    and student log-probs / T over the labelled pixels, averaged, times T^2; padding pixels left out."""
+    from workbench.training.losses import channel_kd_loss
+
+    torch.manual_seed(3)
+    student = torch.randn(2, 3, 2, 3)
+    teacher = torch.softmax(torch.randn(2, 3, 2, 3) * 2, 1)
+    teacher[1, :, 0, 0] = 0  # a padded pixel of image 1
+    teacher[0] = torch.stack([teacher[0, 0] + teacher[0, 2], teacher[0, 1], teacher[0, 2] * 0])  # class 2 absent
+    for T in (1.0, 4.0):
+        kls = []
+        for n in range(2):
+            keep = teacher[n].sum(0).flatten() > 0.5
+            for c in range(3):
+                if teacher[n, c].flatten()[keep].sum() < 1.0:  # min_pixels below: a class absent here
+                    continue
+                t = np.log(teacher[n, c].flatten().numpy().clip(1e-12))[keep.numpy()] / T
+                s = torch.log_softmax(student[n], 0)[c].flatten().numpy()[keep.numpy()] / T
+                pt, ps = np.exp(t - t.max()) / np.exp(t - t.max()).sum(), np.exp(s - s.max()) / np.exp(s - s.max()).sum()
+                kls.append((pt * np.log(pt / ps)).sum())
+        assert len(kls) < 6
+        got = float(channel_kd_loss(student, teacher, T, min_pixels=1.0))
+        assert math.isclose(got, np.mean(kls) * T * T, rel_tol=1e-4), T
+    assert float(channel_kd_loss(student, torch.zeros_like(teacher), 2.0, min_pixels=1.0)) == 0.0  # nothing labelled: zero, not NaN
+    same = torch.log(teacher.clamp_min(1e-12)) + 3.0  # logits: log-probs up to a per-pixel constant
+    assert float(channel_kd_loss(same, teacher, 2.0, min_pixels=1.0)) < 1e-5  # a student that copies the teacher: no loss
+
+
+def test_student_loss_picks_the_kd_loss_by_kind():
+    from workbench.distillation.student import make_kd_loss
+    from workbench.training.losses import channel_kd_loss
+
+    torch.manual_seed(4)
+    logits = torch.randn(2, 3, 4, 5)
+    soft = torch.softmax(torch.randn(2, 4, 5, 3), -1)  # 20 pixels: classes with >= 16 pixels of mass are rare
+    soft[0, :, :, 0] = 1.0
+    soft[0, :, :, 1:] = 0.0
+    assert float(channel_kd_loss(logits, soft.permute(0, 3, 1, 2), 4.0)) > 0
+    want = 0.5 * float(channel_kd_loss(logits, soft.permute(0, 3, 1, 2), 4.0)) + 1.0
+    got = float(make_kd_loss(4.0, 0.5, "additive", "channel")(logits, {"soft": soft}, torch.tensor(1.0)))
+    assert math.isclose(got, want, rel_tol=1e-6)

@@ -71,6 +71,7 @@ DEFAULTS: dict = {
     "teacher_folds": [0, 1, 2],    # folds every teacher must have finished
     "temperature": 2.0,
     "kd_weight": 0.7,              # loss = kd_weight * T^2 * KL(teacher_T || student_T) + (1 - kd_weight) * hard loss
+    "kd_loss": "pixel",            # pixel: KL per pixel over classes; channel: KL per class over pixels (channel-wise KD)
     "kd_mix": "convex",            # convex: as above; additive: hard loss + kd_weight * T^2 * KL (CE and Dice keep full weight)
     "family_max_gap": 0.03,        # a teacher family more than this OOF mIoU below the best family does not teach
     "export": "",                  # exported student; empty = runs/<name>/student.safetensors (ship: export=weights/student.safetensors)
@@ -109,6 +110,7 @@ RULES: dict[str, Field] = {
     "temperature": Field(float, above=0),
     "kd_weight": Field(float, lo=0, hi=1),
     "kd_mix": Field(str, choices=("convex", "additive")),
+    "kd_loss": Field(str, choices=("pixel", "channel")),
     "family_max_gap": _NUM,
     "export_dtype": Field(str, choices=("float16", "float32", "bfloat16")),
     "launcher": Field(str, choices=("none", "local", "slurm")),  # the engines of workbench.training.launch

@@ -63,7 +63,8 @@ def run(argv: list[str], cv: bool = False, final: bool = True, runs_dir: Path = 
         rows["ensemble (teaching families)"] = {"kind": "ensemble", "images": len(oofs.stems), "weights": weights,
                                                 "plain": iou_row(evaluate_mix(oofs, weights, False)),
                                                 "tta": iou_row(evaluate_mix(oofs, weights, True))}
-    distill_meta = {"temperature": cfg["temperature"], "kd_weight": cfg["kd_weight"], "kd_mix": cfg["kd_mix"], "family_weights": weights,
+    distill_meta = {"temperature": cfg["temperature"], "kd_weight": cfg["kd_weight"], "kd_mix": cfg["kd_mix"],
+                    "kd_loss": cfg["kd_loss"], "family_weights": weights,
                     "excluded": dropped, "protocol": PROTOCOL}
 
     student_runs, twin_runs, cv_info = [], [], {}
@@ -98,7 +99,7 @@ def run(argv: list[str], cv: bool = False, final: bool = True, runs_dir: Path = 
                   f"chosen {post['ablation']['chosen_tta_plus_cleanup']['miou'] * 100:.2f}", markup=False)
     report = {"rows": rows, "classes": list(ds.schema.names), "postprocessing": post, "ensemble_weights": weights,
               "excluded_families": dropped, "protocol": PROTOCOL if cv else "", "cv": cv_info,
-              "settings": {k: cfg[k] for k in ("kd_weight", "kd_mix", "temperature", "epochs", "image_size", "crop_size")}}
+              "settings": {k: cfg[k] for k in ("kd_weight", "kd_mix", "kd_loss", "temperature", "epochs", "image_size", "crop_size")}}
     write_report(work, report, ds.schema.names)
     if not final:
         return 0

@@ -18,23 +18,27 @@ import yaml
 
 from ..core.config import DEFAULTS
 from ..data import Dataset
-from ..training.losses import kd_loss
+from ..training.losses import channel_kd_loss, kd_loss
 from ..training import fit
 from .soft_labels import SoftLabels
 
 # Keys that do not change what a hard-label run learns (names, outputs, distillation-only settings).
-NOT_TRAINING_KEYS = {"name", "family", "out", "recipe", "teachers", "teacher_folds", "temperature", "kd_weight", "kd_mix",
+NOT_TRAINING_KEYS = {"name", "family", "out", "recipe", "teachers", "teacher_folds", "temperature", "kd_weight", "kd_mix", "kd_loss",
                      "export", "export_dtype", "family_max_gap", "threads", "device", "save_oof", "folds_file",
                      "data", "max_steps"}
 
 
-def make_kd_loss(temperature: float, kd_weight: float, mix: str = "convex"):
+KD_LOSSES = {"pixel": kd_loss, "channel": channel_kd_loss}
+
+
+def make_kd_loss(temperature: float, kd_weight: float, mix: str = "convex", kind: str = "pixel"):
     """The ``extra_loss`` hook of :func:`workbench.training.fit` for distillation."""
     hard_weight = {"convex": 1 - kd_weight, "additive": 1.0}[mix]
+    distil = KD_LOSSES[kind]
 
     def extra(logits, batch, hard):
         soft = batch["soft"].permute(0, 3, 1, 2).float()
-        return kd_weight * kd_loss(logits, soft, temperature) + hard_weight * hard
+        return kd_weight * distil(logits, soft, temperature) + hard_weight * hard
     return extra
 
 
@@ -45,7 +49,8 @@ def train_student(cfg: dict, ds: Dataset, train_idx, val_idx, soft: SoftLabels |
     missing = [ds.stems[i] for i in train_idx if int(i) not in soft.rows]
     if missing:
         raise ValueError(f"soft labels lack {len(missing)} training images, e.g. {missing[:3]}")
-    return fit(cfg, ds, train_idx, val_idx, soft=soft, extra_loss=make_kd_loss(cfg["temperature"], cfg["kd_weight"], cfg["kd_mix"]),
+    extra = make_kd_loss(cfg["temperature"], cfg["kd_weight"], cfg["kd_mix"], cfg["kd_loss"])
+    return fit(cfg, ds, train_idx, val_idx, soft=soft, extra_loss=extra,
                meta_extra=meta_extra)
 
 

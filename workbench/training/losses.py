@@ -82,3 +82,30 @@ def kd_loss(student_logits: torch.Tensor, teacher_probs: torch.Tensor, temperatu
     log_s = F.log_softmax(student_logits.float() / temperature, 1)
     kl = (log_t.exp() * (log_t - log_s)).sum(1)
     return kl[valid].mean() * temperature**2
+
+
+def channel_kd_loss(student_logits: torch.Tensor, teacher_probs: torch.Tensor, temperature: float,
+                    min_pixels: float = 16.0) -> torch.Tensor:
+    """Channel-wise distillation (Shu et al., ICCV 2021): T^2 * KL between teacher and student
+    *spatial* distributions, one per image and class: ``softmax_over_pixels(map_c / T)``, averaged
+    over the (image, class) pairs the teacher puts in the image (probability mass of at least
+    ``min_pixels`` pixels: the spatial distribution of a class the teacher sees nowhere is the shape
+    of its noise floor, which differs from teacher to teacher). Pixel-wise KL (:func:`kd_loss`) is
+    dominated by background and large parts; here every class present weighs the same, as in mIoU,
+    and the student learns where the teacher puts each class rather than each pixel's class mix.
+
+    Both maps are log-probabilities over classes (the soft-label cache holds the teacher's; the
+    student's logits go through a log-softmax first), so a student that reproduces the teacher's
+    probabilities has zero loss; pixels whose soft label is all zero (padding from spatial
+    augmentation) are left out of both distributions."""
+    teacher_probs = teacher_probs.float()
+    valid = (teacher_probs.sum(1, keepdim=True) > 0.5).flatten(2)  # (N, 1, HW)
+    present = (teacher_probs.flatten(2) * valid).sum(-1) >= min_pixels  # (N, C)
+    if not present.any():
+        return student_logits.sum() * 0.0
+    log_t = torch.log(teacher_probs.clamp_min(1e-12)).flatten(2) / temperature
+    log_s = F.log_softmax(student_logits.float(), 1).flatten(2) / temperature
+    log_t = F.log_softmax(log_t.masked_fill(~valid, -1e4), -1)
+    log_s = F.log_softmax(log_s.masked_fill(~valid, -1e4), -1)
+    kl = (log_t.exp() * (log_t - log_s)).masked_fill(~valid, 0).sum(-1)  # (N, C)
+    return kl[present].mean() * temperature**2
