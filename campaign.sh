@@ -19,10 +19,12 @@ $PY train.py recipe=unet_effnet fold=0 2>&1 | log unet_effnet_fold0
 $PY train.py recipe=unet_effnet_ds fold=0 2>&1 | log unet_effnet_ds_fold0
 $PY -m analysis.bootstrap --a runs/unet_effnet --b runs/unet_effnet_ds --data ../shared/datasets/dsmlr-carparts --folds 0 \
   2>&1 | log unet_ds_vs_plain
-for setting in "0.5 2" "0.5 1" "0.8 2"; do
-  set -- $setting
-  $PY distill.py --cv-only teacher_folds=[0] name=kd_w${1}_t${2} kd_weight=$1 temperature=$2 2>&1 | log kd_w${1}_t${2}
-done
+# KD sweep on fold 0 (README, Campaign 2): each point chosen after the previous one and the soft-label statistics
+$PY distill.py --cv-only teacher_folds=[0] name=kd_w0.5_t2 kd_weight=0.5 temperature=2 2>&1 | log kd_w0.5_t2
+$PY distill.py --cv-only teacher_folds=[0] name=kd_fpn_add_w1_t2 kd_mix=additive kd_weight=1 temperature=2 \
+  2>&1 | log kd_fpn_add_w1_t2
+$PY distill.py --cv-only teacher_folds=[0] name=kd_fpn_ch_w1_t1 kd_loss=channel kd_mix=additive kd_weight=1 \
+  temperature=1 2>&1 | log kd_fpn_ch_w1_t1
 
 # teachers, baseline
 for fold in 1 2; do
