@@ -25,6 +25,9 @@ $PY distill.py --cv-only teacher_folds=[0] name=kd_fpn_add_w1_t2 kd_mix=additive
   2>&1 | log kd_fpn_add_w1_t2
 $PY distill.py --cv-only teacher_folds=[0] name=kd_fpn_ch_w1_t1 kd_loss=channel kd_mix=additive kd_weight=1 \
   temperature=1 2>&1 | log kd_fpn_ch_w1_t1
+# the UNet-DS family as student (its twin: the unet_effnet_ds teacher of the fold, reused)
+$PY distill.py --cv-only recipe=student_unet teacher_folds=[0] name=kd_unet_ch_w1_t1 kd_loss=channel kd_mix=additive \
+  kd_weight=1 temperature=1 2>&1 | log kd_unet_ch_w1_t1
 
 # teachers, baseline
 for fold in 1 2; do
