@@ -99,7 +99,8 @@ def run(argv: list[str], cv: bool = False, final: bool = True, runs_dir: Path = 
                   f"chosen {post['ablation']['chosen_tta_plus_cleanup']['miou'] * 100:.2f}", markup=False)
     report = {"rows": rows, "classes": list(ds.schema.names), "postprocessing": post, "ensemble_weights": weights,
               "excluded_families": dropped, "protocol": PROTOCOL if cv else "", "cv": cv_info,
-              "settings": {k: cfg[k] for k in ("kd_weight", "kd_mix", "kd_loss", "temperature", "epochs", "image_size", "crop_size")}}
+              "settings": {k: cfg[k] for k in ("kd_weight", "kd_mix", "kd_loss", "temperature", "epochs", "image_size",
+                                               "crop_size")}}
     write_report(work, report, ds.schema.names)
     if not final:
         return 0

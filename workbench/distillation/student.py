@@ -2,8 +2,7 @@
 
 The student's loss is ``kd_weight * T^2 * KL(teacher_T || student_T) + (1 - kd_weight) * (CE + Dice)``
 (``kd_mix: convex``, the default) or ``(CE + Dice) + kd_weight * T^2 * KL(...)`` (``kd_mix: additive``:
-the KD term is added and the hard loss keeps its full weight, Dice included, which is what drives the
-mIoU of small parts).
+the KD term is added and the hard loss keeps its full weight, Dice included).
 Its **twin** is the same recipe (architecture, data, epochs, augmentation, seed) with
 ``kd_weight = 0``: the honest baseline that says whether distillation paid. When a teacher run was
 trained with exactly the twin's settings (the student recipe equals a teacher recipe), that run *is*
@@ -23,8 +22,8 @@ from ..training import fit
 from .soft_labels import SoftLabels
 
 # Keys that do not change what a hard-label run learns (names, outputs, distillation-only settings).
-NOT_TRAINING_KEYS = {"name", "family", "out", "recipe", "teachers", "teacher_folds", "temperature", "kd_weight", "kd_mix", "kd_loss",
-                     "export", "export_dtype", "family_max_gap", "threads", "device", "save_oof", "folds_file",
+NOT_TRAINING_KEYS = {"name", "family", "out", "recipe", "teachers", "teacher_folds", "temperature", "kd_weight",
+                     "kd_mix", "kd_loss", "export", "export_dtype", "family_max_gap", "threads", "device", "save_oof", "folds_file",
                      "data", "max_steps"}
 
 
@@ -50,8 +49,7 @@ def train_student(cfg: dict, ds: Dataset, train_idx, val_idx, soft: SoftLabels |
     if missing:
         raise ValueError(f"soft labels lack {len(missing)} training images, e.g. {missing[:3]}")
     extra = make_kd_loss(cfg["temperature"], cfg["kd_weight"], cfg["kd_mix"], cfg["kd_loss"])
-    return fit(cfg, ds, train_idx, val_idx, soft=soft, extra_loss=extra,
-               meta_extra=meta_extra)
+    return fit(cfg, ds, train_idx, val_idx, soft=soft, extra_loss=extra, meta_extra=meta_extra)
 
 
 def training_differences(saved: dict, wanted: dict) -> list[str]:
