@@ -36,6 +36,7 @@ TIMING = {"seconds", "images_per_s", "train_minutes"}  # wall-clock fields diffe
 ADDED = {"provenance",  # recorded since (issue 17 §6): commit, versions, hardware, command, wall time
          "head_scale", "deep_supervision",  # UNet decoder options (issue 11), model file and recipe, defaults
          "kd_mix", "kd_loss",  # KD loss options (campaign 2's KD sweep), defaults convex and pixel
+         "cv_folds",  # the folds distill.py --cv cross-validates (campaign 2), default [] = teacher_folds
          *LAUNCH_KEYS}  # config keys of the fold launcher (issue 18), in the recipe with their defaults
 
 

@@ -116,3 +116,23 @@ def test_caches_are_rebuilt_from_the_teacher_files(tiny_data, teachers, tmp_path
     assert rebuilt.keys() == caches.keys()
     for k in caches:
         np.testing.assert_allclose(rebuilt[k], caches[k], atol=0.05)
+
+
+def test_cv_folds_select_the_students_cv_and_the_final_learns_from_every_teacher(tiny_data, teachers, tmp_path):
+    export = tmp_path / "s.safetensors"
+    with pytest.raises(DistillError, match=r"cv_folds \[2\] are not in teacher_folds"):
+        distill(student_args(tiny_data, tmp_path, export, cv_folds="[2]"), cv=True, runs_dir=teachers)
+    assert distill(student_args(tiny_data, tmp_path, export, cv_folds="[0]"), cv=True, runs_dir=teachers) == 0
+    report = json.loads((teachers / "student" / "oof_report.json").read_text())
+    assert list(report["cv"]) == ["0"] and "student fold0" in report["rows"] and "student fold1" not in report["rows"]
+    saved = (teachers / "student" / "fold0" / "config.yaml").read_text()
+    assert "teacher_folds:\n- 0\n" in saved  # student fold 0 learns from the fold-0 teachers only
+    assert len(read_metadata(export)["teachers"]) == 4  # the final student from both folds' teachers
+
+
+def test_a_hard_label_final_student_needs_no_soft_labels(tiny_data, teachers, tmp_path):
+    export = tmp_path / "s.safetensors"
+    assert distill(student_args(tiny_data, tmp_path, export, kd_weight=0), runs_dir=teachers) == 0
+    meta = read_metadata(export)
+    assert meta["teachers"] == [] and meta["distillation"]["kd_weight"] == 0
+    assert not list((teachers / "student" / "cache").glob("soft_*.npy"))

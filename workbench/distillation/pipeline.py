@@ -40,10 +40,16 @@ PROTOCOL = ("Student fold k learns only from the fold-k teachers of each teachin
 
 
 def run(argv: list[str], cv: bool = False, final: bool = True, runs_dir: Path = Path("runs")) -> int:
-    """``cv``: cross-validate student and twin on ``teacher_folds`` first; ``final``: train the
-    student on all images and export it."""
+    """``cv``: cross-validate student and twin on ``cv_folds`` (default: ``teacher_folds``) first;
+    ``final``: train the student on all images, taught by every teacher of ``teacher_folds``, and
+    export it. With ``kd_weight=0`` the final student is its own hard-label twin (no soft labels)."""
     cfg = config_mod.resolve(argv, default_recipe="student")
+    cv_folds = cfg["cv_folds"] or cfg["teacher_folds"]
     console.rule(f"distill {cfg['name']} from {cfg['teachers']} folds {cfg['teacher_folds']}")
+    unknown = sorted(set(cv_folds) - set(cfg["teacher_folds"]))
+    if cv and unknown:
+        raise DistillError(f"cv_folds {unknown} are not in teacher_folds {cfg['teacher_folds']}: student fold k "
+                           "learns from the fold-k teachers")
     teachers = collect_teachers(cfg["teachers"], cfg["teacher_folds"], runs_dir)
     ds = load_dataset(cfg["data"], cfg["image_size"])
     if teachers[0].meta["schema"] != ds.schema.to_dict():
@@ -69,7 +75,7 @@ def run(argv: list[str], cv: bool = False, final: bool = True, runs_dir: Path = 
 
     student_runs, twin_runs, cv_info = [], [], {}
     if cv:
-        for fold in cfg["teacher_folds"]:
+        for fold in cv_folds:
             s_run, t_run, info = cross_validate_fold(base, ds, teachers, weights, fold, work, runs_dir, distill_meta)
             student_runs.append(s_run)
             twin_runs.append(t_run)
@@ -83,7 +89,7 @@ def run(argv: list[str], cv: bool = False, final: bool = True, runs_dir: Path = 
         console.print(f"student (KD) minus twin (hard labels), flip TTA: {versus}", markup=False)
     baselines = {}
     for name in ("h2o_seed",):
-        runs = [runs_dir / name / f"fold{f}" for f in cfg["teacher_folds"]
+        runs = [runs_dir / name / f"fold{f}" for f in (cv_folds if cv else cfg["teacher_folds"])
                 if (runs_dir / name / f"fold{f}" / "oof.json").exists()]
         if runs:
             baselines[f"{name} (baseline)"] = runs
@@ -107,12 +113,12 @@ def run(argv: list[str], cv: bool = False, final: bool = True, runs_dir: Path = 
 
     full_cfg = dict(base, fold=-1, out=str(work / "full"))
     train_idx, _, _ = split_for(full_cfg, ds)
-    soft = soft_labels(teachers, weights, ds, train_idx, work / "cache", cfg["device"])
+    soft = soft_labels(teachers, weights, ds, train_idx, work / "cache", cfg["device"]) if cfg["kd_weight"] > 0 else None
     teacher_scores = {k: {"miou_tta": v["tta"]["miou"], "miou": v["plain"]["miou"]} for k, v in rows.items()}
     meta_extra = {
         "folds_file": folds_file, "tta": post["tta"], "cleanup": post["cleanup"],
         "training_data": {"path": str(cfg["data"]), "images": len(ds), "sha1": dataset_digest(ds)},
-        "teachers": soft.teachers, "ensemble_weights": weights, "oof_scores": teacher_scores,
+        "teachers": soft.teachers if soft else [], "ensemble_weights": weights, "oof_scores": teacher_scores,
         "postprocessing_ablation": post["ablation"], "distillation": distill_meta,
     }
     train_student(full_cfg, ds, train_idx, np.array([], dtype=np.int64), soft, meta_extra)
@@ -128,7 +134,7 @@ def run(argv: list[str], cv: bool = False, final: bool = True, runs_dir: Path = 
 def cross_validate_fold(base: dict, ds, teachers: list[Teacher], weights: dict, fold: int, work: Path,
                         runs_dir: Path, distill_meta: dict) -> tuple[Path, Path, dict]:
     """Student and twin of one fold; soft labels from that fold's teachers only."""
-    fcfg = dict(base, fold=fold, out=str(work / f"fold{fold}"))
+    fcfg = dict(base, fold=fold, teacher_folds=[fold], out=str(work / f"fold{fold}"))  # what it learns from
     train_idx, val_idx, _ = split_for(fcfg, ds)
     fold_teachers = [t for t in teachers if t.fold == fold and t.family in weights]
     val_stems = {ds.stems[i] for i in val_idx}

@@ -22,7 +22,7 @@ from ..training import fit
 from .soft_labels import SoftLabels
 
 # Keys that do not change what a hard-label run learns (names, outputs, distillation-only settings).
-NOT_TRAINING_KEYS = {"name", "family", "out", "recipe", "teachers", "teacher_folds", "temperature", "kd_weight",
+NOT_TRAINING_KEYS = {"name", "family", "out", "recipe", "teachers", "teacher_folds", "cv_folds", "temperature", "kd_weight",
                      "kd_mix", "kd_loss", "export", "export_dtype", "family_max_gap", "threads", "device", "save_oof", "folds_file",
                      "data", "max_steps"}
 
