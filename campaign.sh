@@ -37,5 +37,10 @@ done
 $PY distill.py --publish runs/fpn_effnet/fold{0,1,2} runs/$UNET/fold{0,1,2}
 $PY train.py recipe=h2o_seed 2>&1 | log h2o_seed
 
-# the student: cross-validation, final student on all 400 images, export (ship with export=weights/student.safetensors)
-$PY distill.py --cv 2>&1 | log distill
+# the student (README, Results): UNet-DS with channel-wise KD, cross-validated on fold 0 (the run above is reused),
+# final student on all 400 images from the teachers of folds 0 and 1, shipped
+$PY distill.py --cv recipe=student_unet name=kd_unet_ch_w1_t1 kd_loss=channel kd_mix=additive kd_weight=1 temperature=1 \
+  cv_folds=[0] teacher_folds=[0,1] export=weights/student.safetensors 2>&1 | log final_student_unet
+# the OOF report over the teachers of folds 0-2 (the fold-0 student is reused; no new student)
+$PY distill.py --cv-only recipe=student_unet name=kd_unet_ch_w1_t1 kd_loss=channel kd_mix=additive kd_weight=1 \
+  temperature=1 cv_folds=[0] teacher_folds=[0,1,2] 2>&1 | log report_folds012
