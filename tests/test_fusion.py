@@ -36,7 +36,7 @@ def test_fused_model_gives_the_same_logits_without_batchnorms(arch, extra):
     assert fused is not model and batchnorms(fused) == 0 and batchnorms(model) > 20  # the original is untouched
     other = torch.rand(2, 3, 96, 64, generator=torch.Generator().manual_seed(2))  # another size and batch
     with torch.inference_mode():
-        torch.testing.assert_close(fused(other), model(other), atol=1e-4, rtol=1e-4)
+        torch.testing.assert_close(fused(other), model(other), atol=1e-3, rtol=1e-3)  # float32 reassociation
 
 
 class SharedConvOutput(nn.Module):
