@@ -1,8 +1,9 @@
 """Inference-only speed-up: fold each BatchNorm into the convolution that feeds it.
 
 In eval mode a BatchNorm is an affine map per channel, so ``bn(conv(x))`` equals one convolution with
-rescaled weights and a bias. On the 2-core CPU the BatchNorms of UNet over EfficientNet-Lite2 take
-about a fifth of the forward time (README, Inference speed); folding removes them.
+rescaled weights and a bias. On the 2-core CPU the BatchNorms of UNet over EfficientNet-Lite2 took
+19 % of the forward time (torch.profiler, one 2 x 384² batch); folding removes them (README, Inference
+speed: 0.574 -> 0.445 s/image with flip TTA).
 
 Which BatchNorm follows which convolution is read from one traced forward pass (forward hooks: a
 BatchNorm whose input *is* a convolution's output tensor), so it works for timm's encoder blocks
@@ -19,10 +20,7 @@ import copy
 import torch
 from torch import nn
 
-try:  # timm's BatchNorm + drop + act module (the encoder's blocks)
-    from timm.layers import BatchNormAct2d
-except ImportError:  # pragma: no cover - timm is a core dependency
-    BatchNormAct2d = ()
+from timm.layers import BatchNormAct2d  # BatchNorm + drop + act in one module (the encoder's blocks)
 
 __all__ = ["fuse_conv_bn"]
 
@@ -62,8 +60,8 @@ def _pairs(model: nn.Module, example: torch.Tensor) -> list[tuple[str, str]]:
     for name, module in model.named_modules():
         if isinstance(module, nn.Conv2d):
             hooks.append(module.register_forward_hook(after_conv(name)))
-        if not list(module.children()) or isinstance(module, (nn.BatchNorm2d, BatchNormAct2d)):
-            is_bn = isinstance(module, (nn.BatchNorm2d, BatchNormAct2d))
+        is_bn = isinstance(module, (nn.BatchNorm2d, BatchNormAct2d))
+        if is_bn or not list(module.children()):  # BatchNorms, and every leaf that may also consume a conv output
             hooks.append(module.register_forward_pre_hook(before_module(name, is_bn)))
     try:
         with torch.inference_mode():
