@@ -53,7 +53,7 @@ def hints(ev: Evaluation) -> list[str]:
     bg = E.background_index(ev.schema)
     plain = [c for c in plain if bg not in (c[0], c[1])]
     if share[E.CONFUSION] >= 0.15 and plain:
-        top = ", ".join(f"{names[i]} → {names[j]} ({100 * s:.0f}%)" for i, j, _, s, _ in plain[:3])
+        top = ", ".join(f"{names[i]} → {names[j]} ({100 * s:.0f}% of {names[i]})" for i, j, _, s, _ in plain[:3])
         out.append(f"<b>Part confusions</b> are {100 * share[E.CONFUSION]:.0f}% of wrong pixels, mostly {top}. "
                    "Look at these pairs in the gallery: if the annotation itself is ambiguous (e.g. trunk vs "
                    "tailgate), consider merging or relabelling; otherwise more examples of those parts help.")
