@@ -4,7 +4,7 @@
 # (fold-k teachers teach student fold k; the FPN teachers are the hard-label twins) and the final
 # student. Every step resumes where it stopped (finished runs are skipped): rerun after an interruption.
 # Finished teachers are published (fp16) under weights/teachers/ while a campaign runs, so a new machine need not
-# retrain them; they leave the tree when the student ships (campaign 2: restore with git checkout 1635b07 -- weights/teachers).
+# retrain them; they leave the tree when the student ships (campaign 2: restore with git checkout 0af5327 -- weights/teachers).
 set -euo pipefail
 export HF_HUB_OFFLINE=1 NO_ALBUMENTATIONS_UPDATE=1 OMP_WAIT_POLICY=PASSIVE
 PY=${PY:-python}
