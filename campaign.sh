@@ -42,6 +42,7 @@ $PY train.py recipe=h2o_seed 2>&1 | log h2o_seed
 # final student on all 400 images from the teachers of folds 0 and 1, shipped
 $PY distill.py --cv recipe=student_unet name=kd_unet_ch_w1_t1 kd_loss=channel kd_mix=additive kd_weight=1 temperature=1 \
   cv_folds=[0] teacher_folds=[0,1] export=weights/student.safetensors 2>&1 | log final_student_unet
-# the OOF report over the teachers of folds 0-2 (the fold-0 student is reused; no new student)
+# the student's CV on folds 1 and 2 (twins = the UNet-DS teachers of those folds) and the OOF report over the
+# teachers of folds 0-2; finished folds are reused. README Results shows the report after fold 1 (cv_folds=[0,1]).
 $PY distill.py --cv-only recipe=student_unet name=kd_unet_ch_w1_t1 kd_loss=channel kd_mix=additive kd_weight=1 \
-  temperature=1 cv_folds=[0] teacher_folds=[0,1,2] 2>&1 | log report_folds012
+  temperature=1 cv_folds=[0,1,2] teacher_folds=[0,1,2] 2>&1 | log student_cv_folds012
