@@ -146,3 +146,41 @@ def test_student_loss_picks_the_kd_loss_by_kind():
     want = 0.5 * float(channel_kd_loss(logits, soft.permute(0, 3, 1, 2), 4.0)) + 1.0
     got = float(make_kd_loss(4.0, 0.5, "additive", "channel")(logits, {"soft": soft}, torch.tensor(1.0)))
     assert math.isclose(got, want, rel_tol=1e-6)
+
+
+def _channel_kd_all_pairs(student_logits, teacher_probs, temperature, min_pixels):
+    """The first implementation: spatial softmaxes over every (image, class) row, absent rows dropped at
+    the end. Kept here as the reference the row-selecting implementation must equal."""
+    import torch.nn.functional as F
+
+    teacher_probs = teacher_probs.float()
+    valid = (teacher_probs.sum(1, keepdim=True) > 0.5).flatten(2)
+    present = (teacher_probs.flatten(2) * valid).sum(-1) >= min_pixels
+    log_t = torch.log(teacher_probs.clamp_min(1e-12)).flatten(2) / temperature
+    log_s = F.log_softmax(student_logits.float(), 1).flatten(2) / temperature
+    log_t = F.log_softmax(log_t.masked_fill(~valid, -1e4), -1)
+    log_s = F.log_softmax(log_s.masked_fill(~valid, -1e4), -1)
+    kl = (log_t.exp() * (log_t - log_s)).masked_fill(~valid, 0).sum(-1)
+    return kl[present].mean() * temperature**2
+
+
+def test_channel_kd_loss_equals_the_all_pairs_reference_in_value_and_gradient():
+    """Computing the spatial softmaxes only for the classes the teacher puts in each image gives the
+    same loss and the same gradient as computing them for all classes and dropping the absent ones."""
+    from workbench.training.losses import channel_kd_loss
+
+    torch.manual_seed(5)
+    logits = torch.randn(3, 6, 12, 10)
+    teacher = torch.softmax(torch.randn(3, 6, 12, 10) * 3, 1)
+    teacher[0, 4:] = 0  # classes 4, 5 absent from image 0
+    teacher[0, 0] += 1 - teacher[0].sum(0)
+    teacher[2, :, :3] = 0  # padding rows of image 2
+    for T in (1.0, 2.0):
+        a = logits.clone().requires_grad_(True)
+        b = logits.clone().requires_grad_(True)
+        got = channel_kd_loss(a, teacher, T, min_pixels=4.0)
+        want = _channel_kd_all_pairs(b, teacher, T, 4.0)
+        got.backward()
+        want.backward()
+        assert math.isclose(float(got), float(want), rel_tol=1e-5), T
+        assert torch.allclose(a.grad, b.grad, atol=1e-7, rtol=1e-4), T
