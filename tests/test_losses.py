@@ -148,25 +148,10 @@ def test_student_loss_picks_the_kd_loss_by_kind():
     assert math.isclose(got, want, rel_tol=1e-6)
 
 
-def _channel_kd_all_pairs(student_logits, teacher_probs, temperature, min_pixels):
-    """The first implementation: spatial softmaxes over every (image, class) row, absent rows dropped at
-    the end. Kept here as the reference the row-selecting implementation must equal."""
-    import torch.nn.functional as F
-
-    teacher_probs = teacher_probs.float()
-    valid = (teacher_probs.sum(1, keepdim=True) > 0.5).flatten(2)
-    present = (teacher_probs.flatten(2) * valid).sum(-1) >= min_pixels
-    log_t = torch.log(teacher_probs.clamp_min(1e-12)).flatten(2) / temperature
-    log_s = F.log_softmax(student_logits.float(), 1).flatten(2) / temperature
-    log_t = F.log_softmax(log_t.masked_fill(~valid, -1e4), -1)
-    log_s = F.log_softmax(log_s.masked_fill(~valid, -1e4), -1)
-    kl = (log_t.exp() * (log_t - log_s)).masked_fill(~valid, 0).sum(-1)
-    return kl[present].mean() * temperature**2
-
-
 def test_channel_kd_loss_equals_the_all_pairs_reference_in_value_and_gradient():
     """Computing the spatial softmaxes only for the classes the teacher puts in each image gives the
     same loss and the same gradient as computing them for all classes and dropping the absent ones."""
+    from analysis.time_kd import channel_kd_all_pairs
     from workbench.training.losses import channel_kd_loss
 
     torch.manual_seed(5)
@@ -179,8 +164,16 @@ def test_channel_kd_loss_equals_the_all_pairs_reference_in_value_and_gradient():
         a = logits.clone().requires_grad_(True)
         b = logits.clone().requires_grad_(True)
         got = channel_kd_loss(a, teacher, T, min_pixels=4.0)
-        want = _channel_kd_all_pairs(b, teacher, T, 4.0)
+        want = channel_kd_all_pairs(b, teacher, T, 4.0)
         got.backward()
         want.backward()
         assert math.isclose(float(got), float(want), rel_tol=1e-5), T
         assert torch.allclose(a.grad, b.grad, atol=1e-7, rtol=1e-4), T
+
+
+def test_kd_timing_script_runs_at_tiny_sizes(capsys):
+    from analysis.time_kd import main
+
+    assert main(["--classes", "4", "--size", "32", "--crop", "16", "--batch", "2", "--repeats", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "present classes only" in out and "with soft labels" in out
