@@ -136,3 +136,21 @@ def test_a_hard_label_final_student_needs_no_soft_labels(tiny_data, teachers, tm
     meta = read_metadata(export)
     assert meta["teachers"] == [] and meta["distillation"]["kd_weight"] == 0
     assert not list((teachers / "student" / "cache").glob("soft_*.npy"))
+
+
+def test_a_published_teacher_is_the_twin_on_a_machine_without_its_run(tiny_data, teachers, tmp_path, monkeypatch):
+    """A new machine has only the published fp16 teacher files: the teacher whose saved config equals the
+    student's hard-label settings is still the twin (its OOF rebuilt from the file), so no twin is retrained."""
+    from workbench.distillation.teachers import publish
+    monkeypatch.chdir(tmp_path)  # distill.py looks for published teachers in ./weights/teachers
+    for name in ("ta", "tb"):
+        for fold in FOLDS:
+            publish(teachers / name / f"fold{fold}")
+    runs = tmp_path / "fresh_runs"
+    assert not runs.exists()
+    assert distill(student_args(tiny_data, tmp_path, tmp_path / "s.safetensors", cv_folds="[0]"), cv=True,
+                   final=False, runs_dir=runs) == 0
+    report = json.loads((runs / "student" / "oof_report.json").read_text())
+    assert report["cv"]["0"]["twin"] == str(runs / "ta" / "fold0")
+    assert not (runs / "student_twin").exists()
+    assert report["rows"]["twin fold0"]["images"] == report["rows"]["student fold0"]["images"] > 0

@@ -29,7 +29,7 @@ from .ensemble import (add_rows, evaluate_mix, gather_oof, iou_row, mix_confusio
                        report_table, select_families)
 from .postprocessing import choose_postprocessing
 from .soft_labels import confidence_summary, soft_labels
-from .student import find_twin_run, train_student
+from .student import find_twin_run, finished_run_config, train_student
 from .teachers import Teacher, collect_teachers, dataset_digest, ensure_oof, held_out_stems
 
 PROTOCOL = ("Student fold k learns only from the fold-k teachers of each teaching family, on fold k's training "
@@ -151,8 +151,10 @@ def cross_validate_fold(base: dict, ds, teachers: list[Teacher], weights: dict, 
 
     twin_out = runs_dir / f"{base['name']}_twin" / f"fold{fold}"
     twin_cfg = dict(base, fold=fold, kd_weight=0.0, name=f"{base['name']}_twin", out=str(twin_out))
-    candidates = [runs_dir / name / f"fold{fold}" for name in base["teachers"]] + [twin_out]
-    twin = find_twin_run(twin_cfg, candidates)
+    # a teacher of this fold trained with the twin's settings is the twin: trained here or published (its
+    # model file carries the config it trained with; ensure_oof has put its OOF into its run folder)
+    candidates = [(t.run_dir, t.meta.get("recipe")) for t in teachers if t.fold == fold and t.name in base["teachers"]]
+    twin = find_twin_run(twin_cfg, candidates + [(twin_out, finished_run_config(twin_out))])
     if twin is None:
         console.print(f"training the hard-label twin of fold {fold} -> {twin_out}", markup=False)
         train_student(twin_cfg, ds, train_idx, val_idx, None, {"folds_file": base["folds_file"]})

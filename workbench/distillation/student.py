@@ -59,12 +59,18 @@ def training_differences(saved: dict, wanted: dict) -> list[str]:
     return sorted(k for k in keys if saved.get(k, DEFAULTS.get(k)) != wanted.get(k, DEFAULTS.get(k)))
 
 
-def find_twin_run(twin_cfg: dict, candidates: list[Path]) -> Path | None:
-    """A finished run among ``candidates`` whose saved config trains exactly like ``twin_cfg``."""
-    for run in candidates:
-        saved = run / "config.yaml"
-        if not (run / "model.safetensors").exists() or not saved.exists():
-            continue
-        if not training_differences(yaml.safe_load(saved.read_text()) or {}, twin_cfg):
+def find_twin_run(twin_cfg: dict, candidates: list[tuple[Path, dict | None]]) -> Path | None:
+    """The first finished run among ``candidates`` (run folder, the config it trained with; None when
+    unknown or unfinished) that trains exactly like ``twin_cfg``."""
+    for run, saved in candidates:
+        if saved is not None and not training_differences(saved, twin_cfg):
             return run
     return None
+
+
+def finished_run_config(run: Path) -> dict | None:
+    """The saved config of a finished run (one that wrote its model file), else None."""
+    saved = run / "config.yaml"
+    if not (run / "model.safetensors").exists() or not saved.exists():
+        return None
+    return yaml.safe_load(saved.read_text()) or {}
