@@ -6,8 +6,12 @@ examples:
       --data ../shared/datasets/dsmlr-carparts --folds 0
   python -m analysis.bootstrap --a runs/fpn_effnet --b runs/student --data DATA      # twin vs student
 
---a/--b are training run folders (out-of-fold probabilities, flip TTA unless --no-tta) or folders
-of predicted masks (with --gt or --data). The difference is B minus A: positive means B is better.
+--a/--b are training run folders (out-of-fold probabilities, flip TTA unless --no-tta), folders
+of predicted masks (with --gt or --data), or one or more OOF tables (.npz from analysis.oof_table,
+e.g. one per fold: they are pooled), which need neither runs/ nor the dataset:
+  python -m analysis.bootstrap --a docs/results/unet_effnet_ds_fold{0,1,2}_oof_table.npz \
+      --b docs/results/kd_unet_ch_w1_t1_fold{0,1,2}_oof_table.npz
+The difference is B minus A: positive means B is better.
 A per-class table follows (IoU of A and B, B - A and its 95 % interval), so that a gain in mIoU
 that costs some parts shows.
 """
@@ -24,8 +28,10 @@ from workbench.core.cli import fail_cleanly
 @fail_cleanly
 def main(argv: list[str] | None = None) -> int:
     p = parser("python -m analysis.bootstrap", __doc__)
-    p.add_argument("--a", required=True, metavar="DIR", help="the baseline: run folder or predictions folder")
-    p.add_argument("--b", required=True, metavar="DIR", help="the candidate: run folder or predictions folder")
+    p.add_argument("--a", required=True, nargs="+", metavar="PATH",
+                   help="the baseline: run folder, predictions folder, or OOF tables (.npz)")
+    p.add_argument("--b", required=True, nargs="+", metavar="PATH",
+                   help="the candidate: run folder, predictions folder, or OOF tables (.npz)")
     p.add_argument("--samples", type=int, default=2000, help="bootstrap samples")
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
     add_data_args(p)
@@ -37,29 +43,40 @@ def main(argv: list[str] | None = None) -> int:
     import numpy as np
 
     from workbench.evaluation.bootstrap import paired_bootstrap
-    from workbench.evaluation.metrics import confusion_matrix
+    from workbench.exceptions import AnalysisError
+
+    (names_a, values_a, a), (names_b, values_b, b) = (side(paths, args) for paths in (args.a, args.b))
+    if values_a != values_b:
+        raise AnalysisError(f"{' '.join(args.a)} and {' '.join(args.b)} use different class schemas")
+    stems = sorted(set(a) & set(b))
+    if not stems:
+        raise AnalysisError(f"{' '.join(args.a)} and {' '.join(args.b)} have no image in common")
+    result = paired_bootstrap(np.stack([a[s] for s in stems]), np.stack([b[s] for s in stems]), args.samples, args.seed)
+    only = len(set(a) ^ set(b))
+    print(f"B = {' '.join(args.b)} minus A = {' '.join(args.a)}: {result}"
+          + (f"; {only} images predicted by only one side were left out" if only else ""))
+    print("B is better" if result.low > 0 else "A is better" if result.high < 0 else "no significant difference")
+    print_per_class(result, names_a)
+    return 0
+
+
+def side(paths: list[str], args) -> tuple[list[str], list[int], dict]:
+    """(class names, class values, {stem: per-image confusion}) of one side: OOF tables (pooled), or
+    one run or predictions folder scored against the ground truth."""
+    from workbench.evaluation.oof_table import pool_tables, score_source
     from workbench.evaluation.sources import open_source
     from workbench.exceptions import AnalysisError
 
-    kw = dict(gt=args.gt, images=None, data=args.data, folds=args.folds, tta=not args.no_tta)
-    a, b = open_source(args.a, **kw), open_source(args.b, **kw)
-    if a.schema.values != b.schema.values:
-        raise AnalysisError(f"{args.a} and {args.b} use different class schemas")
-    stems = sorted(set(a.stems) & set(b.stems))
-    if not stems:
-        raise AnalysisError(f"{args.a} and {args.b} have no image in common")
-    C = a.schema.num_classes
-    cms_a, cms_b = [], []
-    for stem in progress("scoring")(stems):
-        ia, ib = a.get(stem), b.get(stem)
-        cms_a.append(confusion_matrix(ia.gt, ia.pred, C))
-        cms_b.append(confusion_matrix(ib.gt, ib.pred, C))
-    result = paired_bootstrap(np.stack(cms_a), np.stack(cms_b), args.samples, args.seed)
-    only = len(set(a.stems) ^ set(b.stems))
-    print(f"B = {args.b} minus A = {args.a}: {result}" + (f"; {only} images predicted by only one side were left out" if only else ""))
-    print("B is better" if result.low > 0 else "A is better" if result.high < 0 else "no significant difference")
-    print_per_class(result, a.schema.names)
-    return 0
+    tables = [p for p in paths if p.endswith(".npz")]
+    if tables:
+        if len(tables) < len(paths):
+            raise AnalysisError(f"{' '.join(paths)}: give OOF tables (.npz) or one folder per side, not both")
+        return pool_tables(tables, tta=not args.no_tta)
+    if len(paths) > 1:
+        raise AnalysisError(f"{' '.join(paths)}: one run or predictions folder per side (several OOF tables pool)")
+    source = open_source(paths[0], gt=args.gt, images=None, data=args.data, folds=args.folds, tta=not args.no_tta)
+    table = score_source(source, progress=progress(f"scoring {paths[0]}"))
+    return list(source.schema.names), list(source.schema.values), dict(zip(table.stems, table.confusion))
 
 
 def print_per_class(result, names: list[str]) -> None:

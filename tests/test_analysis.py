@@ -337,3 +337,59 @@ def test_report_renders_in_headless_chromium(dataset, tmp_path):
     assert len(colours) > 150, f"only {len(colours)} distinct colours: page looks blank"
     assert non_white > 0.05, f"only {non_white:.1%} non-white pixels"
     assert saturated > 15000, f"only {saturated} saturated pixels: charts not rendered?"
+
+
+# ------------------------------------------------------------------------------------------ OOF tables
+
+def _difference_line(out: str) -> str:
+    """The bootstrap's 'B ... minus A ...: +x points (...)' line, from the difference on."""
+    line = next(ln for ln in out.splitlines() if "points (95 % interval" in ln)
+    return line[line.rindex(": ") + 2:]
+
+
+def test_oof_tables_pool_folds_and_replace_the_run_in_the_bootstrap(dataset, tmp_path, capsys):
+    """A run's per-fold OOF tables, pooled, give the bootstrap exactly what the run itself gives; so do
+    a predictions folder's; the tables keep the plain prediction for --no-tta."""
+    from analysis.bootstrap import main as bootstrap
+    from analysis.oof_table import main as oof_table
+    from workbench.evaluation.oof_table import load_table
+
+    data, run = str(dataset["data"]), str(dataset["run"])
+    tables = [tmp_path / f"toy_fold{k}.npz" for k in (0, 1)]
+    for k, t in enumerate(tables):
+        assert oof_table([run, "--data", data, "--folds", str(k), "--out", str(t)]) == 0
+    assert oof_table([str(dataset["pred_b"]), "--data", data, "--out", str(tmp_path / "b.npz")]) == 0
+    t0 = load_table(tables[0])
+    assert t0.stems == dataset["stems"][0::2] and t0.tta is True and t0.confusion.shape == (2, 6, 6)
+    assert t0.confusion_plain is not None and (t0.confusion_plain != t0.confusion).any()  # A plain, GT mirrored
+    assert load_table(tmp_path / "b.npz").tta is None and load_table(tmp_path / "b.npz").confusion_plain is None
+    capsys.readouterr()
+
+    for extra in ([], ["--no-tta"]):
+        assert bootstrap(["--a", run, "--b", str(dataset["pred_b"]), "--data", data, "--samples", "200", *extra]) == 0
+        from_run = _difference_line(capsys.readouterr().out)
+        assert bootstrap(["--a", *map(str, tables), "--b", str(tmp_path / "b.npz"), "--samples", "200", *extra]) == 0
+        out = capsys.readouterr().out
+        assert _difference_line(out) == from_run and "4 images" in from_run and "hood" in out
+
+
+def test_oof_tables_refuse_bad_files_and_double_counting(dataset, tmp_path, capsys):
+    from analysis.bootstrap import main as bootstrap
+    from analysis.oof_table import main as oof_table
+
+    t0 = tmp_path / "t0.npz"
+    assert oof_table([str(dataset["run"]), "--data", str(dataset["data"]), "--folds", "0", "--out", str(t0)]) == 0
+    (tmp_path / "bad.npz").write_bytes(b"not a zip")
+    np.savez(tmp_path / "other.npz", x=np.zeros(3))
+    cases = {
+        (str(t0), str(t0)): "already scored by another table",
+        (str(tmp_path / "bad.npz"),): "bad.npz: cannot read an OOF table",
+        (str(tmp_path / "other.npz"),): "other.npz: not an OOF table",
+        (str(t0), str(dataset["run"])): "not both",
+    }
+    for a, message in cases.items():
+        capsys.readouterr()
+        assert bootstrap(["--a", *a, "--b", str(t0), "--samples", "100"]) == 2
+        err = capsys.readouterr().err
+        assert message in err and "Traceback" not in err
+    assert oof_table([str(dataset["run"]), "--data", str(dataset["data"]), "--out", str(tmp_path / "t.csv")]) == 2
