@@ -69,6 +69,24 @@ def test_deep_supervision_heads_see_the_stages_before_the_last_in_training_only(
         aux_logits(model)  # nothing recorded in eval mode (and the last features were released)
 
 
+def test_deep_supervision_after_a_bf16_autocast_forward():
+    """Training with bf16 autocast (a CPU with native bf16, or CUDA) computes the auxiliary heads in the
+    loss, outside autocast, on bf16 features: they must still run and pass gradients back."""
+    from workbench.models.deep_supervision import aux_logits
+    from workbench.training.losses import SegLoss
+    from workbench.training.trainer import supervised_loss
+
+    model = build_model("unet", "tf_efficientnet_lite0", C, None, head_scale=4, aux_heads=2).train()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        logits = model(torch.randn(2, 3, 64, 64))
+    assert logits.dtype == torch.bfloat16
+    target = torch.randint(0, C, (2, 64, 64))
+    _, loss = supervised_loss(SegLoss("ce_dice", C), model, logits, target, [0.5, 0.25])
+    loss.backward()
+    assert torch.isfinite(loss) and all(h.weight.grad is not None for h in model.aux_heads)
+    assert aux_logits(build_model("unet", "tf_efficientnet_lite0", C, None, head_scale=4)) == []
+
+
 @pytest.mark.parametrize("arch, heads", [("fpn", 1), ("unet", 5)])
 def test_deep_supervision_refused_where_it_cannot_apply(arch, heads):
     with pytest.raises(ConfigError, match="deep_supervision"):

@@ -50,7 +50,9 @@ def aux_logits(model: nn.Module) -> list[torch.Tensor]:
     features, model.aux_features = model.aux_features, [None] * len(heads)
     if any(f is None for f in features):
         raise RuntimeError("aux_logits() needs a forward pass in training mode first")
-    return [head(f) for head, f in zip(heads, features)]
+    # the features may come from a bf16 autocast forward while the heads run after it (in the loss): in the
+    # heads' own dtype, a 1x1 convolution's worth of fp32
+    return [head(f.to(head.weight.dtype)) for head, f in zip(heads, features)]
 
 
 def drop_training_only(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
