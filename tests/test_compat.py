@@ -37,6 +37,8 @@ ADDED = {"provenance",  # recorded since (issue 17 §6): commit, versions, hardw
          "head_scale", "deep_supervision",  # UNet decoder options (issue 11), model file and recipe, defaults
          "kd_mix", "kd_loss",  # KD loss options (campaign 2's KD sweep), defaults convex and pixel
          "cv_folds",  # the folds distill.py --cv cross-validates (campaign 2), default [] = teacher_folds
+         "twin",  # the recipe whose fold-k run is the student's twin (campaign 2, session 7), default ''
+
          *LAUNCH_KEYS}  # config keys of the fold launcher (issue 18), in the recipe with their defaults
 
 

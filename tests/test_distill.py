@@ -2,6 +2,7 @@
 inference.py uses the exported file alone; the fold protocol, the caches and the twin."""
 
 import json
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -154,3 +155,32 @@ def test_a_published_teacher_is_the_twin_on_a_machine_without_its_run(tiny_data,
     assert report["cv"]["0"]["twin"] == str(runs / "ta" / "fold0")
     assert not (runs / "student_twin").exists()
     assert report["rows"]["twin fold0"]["images"] == report["rows"]["student fold0"]["images"] > 0
+
+
+def test_the_twin_trained_in_the_precision_the_student_trains_in():
+    """``precision: auto`` is fp32 on a CPU without native bf16 and bf16 on one with it (or on CUDA): a
+    run trained elsewhere in another precision is not the twin; runs that did not record it ran fp32."""
+    from workbench.distillation.student import find_twin_run
+
+    cfg = config.resolve(["recipe=unet_effnet_ds"])
+    teacher = (Path("runs/unet_effnet_ds/fold0"), dict(cfg), None)  # a campaign-2 run: unrecorded, fp32
+    assert find_twin_run(dict(cfg, name="s_twin"), "fp32", [teacher]) == teacher[0]
+    assert find_twin_run(dict(cfg, name="s_twin"), "bf16", [teacher]) is None
+    here = (Path("runs/s_twin/fold0"), dict(cfg, precision="bf16"), "bf16")
+    assert find_twin_run(dict(cfg, name="s_twin"), "bf16", [teacher, here]) == here[0]  # bf16 asked or auto
+    assert find_twin_run(dict(cfg, epochs=32), "fp32", [teacher]) is None  # any other training setting
+
+
+def test_twin_names_the_recipe_whose_run_is_the_twin(tiny_data, teachers, tmp_path):
+    """`twin=ta`: student fold k taught by tb alone is compared with ta's fold-k run, which trained with
+    the student's settings (its OOF rebuilt if missing); a named run trained otherwise is an error."""
+    for f in teachers.glob("ta/fold*/oof*"):
+        f.unlink()
+    args = student_args(tiny_data, tmp_path, tmp_path / "s.safetensors", cv_folds="[0]")
+    args = [a for a in args if not a.startswith("teachers=")] + ["teachers=[tb]", "twin=ta"]
+    assert distill(args, cv=True, final=False, runs_dir=teachers) == 0
+    report = json.loads((teachers / "student" / "oof_report.json").read_text())
+    assert report["cv"]["0"]["twin"] == str(teachers / "ta" / "fold0") and report["cv"]["0"]["teachers"] == ["tb fold0"]
+    assert not (teachers / "student_twin").exists() and (teachers / "ta" / "fold0" / "oof_probs.npy").exists()
+    with pytest.raises(DistillError, match="twin=tb: .* differs in arch"):
+        distill(args[:-1] + ["twin=tb"], cv=True, final=False, runs_dir=teachers)

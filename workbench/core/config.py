@@ -70,6 +70,7 @@ DEFAULTS: dict = {
     "teachers": [],                # run names (runs/<name>/fold*) whose ensemble teaches the student
     "teacher_folds": [0, 1, 2],    # folds every teacher must have finished; the final student learns from all of them
     "cv_folds": [],                # folds distill.py --cv cross-validates the student on; [] = teacher_folds
+    "twin": "",                    # recipe whose fold-k run (here or published) is student fold k's hard-label twin; '' = a teacher's or a new one
     "temperature": 2.0,
     "kd_weight": 0.7,              # loss = kd_weight * T^2 * KL(teacher_T || student_T) + (1 - kd_weight) * hard loss
     "kd_loss": "pixel",            # pixel: KL per pixel over classes; channel: KL per class over pixels (channel-wise KD)
@@ -109,6 +110,7 @@ RULES: dict[str, Field] = {
     "teachers": Field(list, item=Field(str)),
     "teacher_folds": Field(list, item=_INT),
     "cv_folds": Field(list, item=_INT),
+    "twin": Field(str),
     "temperature": Field(float, above=0),
     "kd_weight": Field(float, lo=0, hi=1),
     "kd_mix": Field(str, choices=("convex", "additive")),

@@ -37,11 +37,19 @@ def cpu_has_bf16() -> bool:
     return any(f in flags for f in ("avx512_bf16", "amx_bf16"))
 
 
-def autocast(device: torch.device, precision: str):
-    """``auto``: bf16 autocast where it is fast (CUDA, or a CPU with native bf16: about 2x faster
-    than fp32 there), fp32 elsewhere; ``bf16`` forces it; fp16 on CUDA devices without bf16;
-    ``fp32`` disables it."""
+def effective_precision(device: torch.device, precision: str) -> str:
+    """What ``precision`` means on ``device``: ``auto`` is bf16 where it is fast (CUDA, or a CPU with
+    native bf16: about 2x faster than fp32 there), fp32 elsewhere; ``bf16`` forces it, and becomes
+    fp16 on CUDA devices without bf16; ``fp32`` disables autocast. Recorded in every run's provenance,
+    since ``auto`` trains differently on different machines."""
     enabled = precision == "bf16" or (precision == "auto" and (device.type == "cuda" or cpu_has_bf16()))
-    if device.type == "cuda" and not torch.cuda.is_bf16_supported():
-        return torch.autocast("cuda", dtype=torch.float16, enabled=enabled)
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=enabled)
+    if not enabled:
+        return "fp32"
+    return "fp16" if device.type == "cuda" and not torch.cuda.is_bf16_supported() else "bf16"
+
+
+def autocast(device: torch.device, precision: str):
+    """The autocast context of :func:`effective_precision`."""
+    used = effective_precision(device, precision)
+    dtype = torch.float16 if used == "fp16" else torch.bfloat16
+    return torch.autocast(device.type, dtype=dtype, enabled=used != "fp32")

@@ -22,6 +22,7 @@ from ..data import load_dataset
 from ..exceptions import DistillError
 from ..core.atomic import atomic_write
 from ..core.console import console
+from ..core.runtime import effective_precision, resolve_device
 from ..data.folds import split_for
 from ..models.modelfile import load_model, save_model
 from ..evaluation.bootstrap import paired_bootstrap
@@ -29,7 +30,7 @@ from .ensemble import (add_rows, evaluate_mix, gather_oof, iou_row, mix_confusio
                        report_table, select_families)
 from .postprocessing import choose_postprocessing
 from .soft_labels import confidence_summary, soft_labels
-from .student import find_twin_run, finished_run_config, train_student
+from .student import UNRECORDED_PRECISION, find_twin_run, finished_run, train_student, training_differences
 from .teachers import Teacher, collect_teachers, dataset_digest, ensure_oof, held_out_stems
 
 PROTOCOL = ("Student fold k learns only from the fold-k teachers of each teaching family, on fold k's training "
@@ -141,6 +142,7 @@ def cross_validate_fold(base: dict, ds, teachers: list[Teacher], weights: dict, 
     for t in fold_teachers:  # the protocol, checked rather than assumed
         if held_out_stems(t, ds, base["data"]) != val_stems:
             raise DistillError(f"{t.label} was not held out on fold {fold}'s images: its soft labels would leak")
+    twin, twin_cfg = find_twin(base, fold, teachers, ds, val_stems, runs_dir)  # before the student: errors early
     soft = soft_labels(fold_teachers, weights, ds, train_idx, work / "cache", base["device"])
     summary = confidence_summary(soft, ds.masks)
     console.print(f"fold {fold} soft labels: mean top-1 probability {summary['top1']:.3f}, second {summary['top2']:.4f}, "
@@ -149,20 +151,41 @@ def cross_validate_fold(base: dict, ds, teachers: list[Teacher], weights: dict, 
     meta = {"folds_file": base["folds_file"], "distillation": dict(distill_meta, teachers=soft.teachers)}
     train_student(fcfg, ds, train_idx, val_idx, soft, meta)
 
-    twin_out = runs_dir / f"{base['name']}_twin" / f"fold{fold}"
-    twin_cfg = dict(base, fold=fold, kd_weight=0.0, name=f"{base['name']}_twin", out=str(twin_out))
-    # a teacher of this fold trained with the twin's settings is the twin: trained here or published (its
-    # model file carries the config it trained with; ensure_oof has put its OOF into its run folder)
-    candidates = [(t.run_dir, t.meta.get("recipe")) for t in teachers if t.fold == fold and t.name in base["teachers"]]
-    twin = find_twin_run(twin_cfg, candidates + [(twin_out, finished_run_config(twin_out))])
     if twin is None:
-        console.print(f"training the hard-label twin of fold {fold} -> {twin_out}", markup=False)
+        console.print(f"training the hard-label twin of fold {fold} -> {twin_cfg['out']}", markup=False)
         train_student(twin_cfg, ds, train_idx, val_idx, None, {"folds_file": base["folds_file"]})
-        twin = twin_out
+        twin = Path(twin_cfg["out"])
     else:
         console.print(f"hard-label twin of fold {fold}: {twin} (trained with identical settings)", markup=False)
     return Path(fcfg["out"]), twin, {"soft_labels": summary, "teachers": [t.label for t in fold_teachers],
                                      "twin": str(twin)}
+
+
+def find_twin(base: dict, fold: int, teachers: list[Teacher], ds, val_stems: set[str],
+              runs_dir: Path) -> tuple[Path | None, dict]:
+    """(the finished run that is student fold ``fold``'s hard-label twin, or None: train it; the twin's
+    config). A teacher of this fold (or the fold's run of the recipe named by ``twin``) trained with the
+    twin's settings is the twin: trained here or published (a model file carries the config it trained
+    with, and its provenance the precision); its OOF predictions are rebuilt from the file if missing."""
+    twin_out = runs_dir / f"{base['name']}_twin" / f"fold{fold}"
+    twin_cfg = dict(base, fold=fold, kd_weight=0.0, name=f"{base['name']}_twin", out=str(twin_out))
+    named = collect_teachers([base["twin"]], [fold], runs_dir) if base["twin"] else []
+    models = named + [t for t in teachers if t.fold == fold and t.name in base["teachers"]]
+    precision = effective_precision(resolve_device(base["device"]), base["precision"])
+    candidates = [(t.run_dir, t.meta.get("recipe"), t.meta.get("provenance", {}).get("precision")) for t in models]
+    twin = find_twin_run(twin_cfg, precision, candidates + [(twin_out, *finished_run(twin_out))])
+    if named and twin != named[0].run_dir:
+        t = named[0]
+        used = t.meta.get("provenance", {}).get("precision") or UNRECORDED_PRECISION
+        differences = [k for k in training_differences(t.meta.get("recipe", {}), twin_cfg) if k != "precision"]
+        differences += [f"precision ({used}, the student {precision})"] if used != precision else []
+        raise DistillError(f"twin={t.name}: {t.model_file} was not trained like student fold {fold} without soft "
+                           f"labels; it differs in {', '.join(differences)}")
+    for t in named:
+        if held_out_stems(t, ds, base["data"]) != val_stems:
+            raise DistillError(f"twin={t.name}: {t.label} did not hold out fold {fold}'s images")
+        ensure_oof(t, ds, base["data"], base["device"])
+    return twin, twin_cfg
 
 
 def write_report(work: Path, report: dict, names) -> None:

@@ -11,6 +11,7 @@ the twin and is reused instead of trained again.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import yaml
@@ -23,7 +24,7 @@ from .soft_labels import SoftLabels
 
 # Keys that do not change what a hard-label run learns (names, outputs, distillation-only settings).
 NOT_TRAINING_KEYS = {"name", "family", "out", "recipe", "teachers", "teacher_folds", "cv_folds", "temperature", "kd_weight",
-                     "kd_mix", "kd_loss", "export", "export_dtype", "family_max_gap", "threads", "device", "save_oof", "folds_file",
+                     "kd_mix", "kd_loss", "twin", "export", "export_dtype", "family_max_gap", "threads", "device", "save_oof", "folds_file",
                      "data", "max_steps"}
 
 
@@ -59,18 +60,28 @@ def training_differences(saved: dict, wanted: dict) -> list[str]:
     return sorted(k for k in keys if saved.get(k, DEFAULTS.get(k)) != wanted.get(k, DEFAULTS.get(k)))
 
 
-def find_twin_run(twin_cfg: dict, candidates: list[tuple[Path, dict | None]]) -> Path | None:
-    """The first finished run among ``candidates`` (run folder, the config it trained with; None when
-    unknown or unfinished) that trains exactly like ``twin_cfg``."""
-    for run, saved in candidates:
-        if saved is not None and not training_differences(saved, twin_cfg):
+# Runs whose provenance does not record the precision they trained in (before session 7 of campaign 2)
+# all ran on CPUs without native bf16, where ``precision: auto`` means fp32 (README, Results).
+UNRECORDED_PRECISION = "fp32"
+
+
+def find_twin_run(twin_cfg: dict, precision: str, candidates: list[tuple[Path, dict | None, str | None]]) -> Path | None:
+    """The first finished run among ``candidates`` (run folder, the config it trained with or None when
+    unknown or unfinished, the precision it trained in or None when unrecorded) that trains exactly like
+    ``twin_cfg`` would here, in ``precision`` (:func:`workbench.core.runtime.effective_precision`):
+    ``precision: auto`` is fp32 on one machine and bf16 on another, so the precision used is compared."""
+    for run, saved, used in candidates:
+        if saved is None or (used or UNRECORDED_PRECISION) != precision:
+            continue
+        if not set(training_differences(saved, twin_cfg)) - {"precision"}:
             return run
     return None
 
 
-def finished_run_config(run: Path) -> dict | None:
-    """The saved config of a finished run (one that wrote its model file), else None."""
-    saved = run / "config.yaml"
+def finished_run(run: Path) -> tuple[dict | None, str | None]:
+    """(saved config, precision used) of a finished run (one that wrote its model file), else (None, None)."""
+    saved, metrics = run / "config.yaml", run / "metrics.json"
     if not (run / "model.safetensors").exists() or not saved.exists():
-        return None
-    return yaml.safe_load(saved.read_text()) or {}
+        return None, None
+    used = json.loads(metrics.read_text()).get("provenance", {}).get("precision") if metrics.exists() else None
+    return yaml.safe_load(saved.read_text()) or {}, used

@@ -115,8 +115,10 @@ def ensure_oof(teacher: Teacher, ds: Dataset, data: str, device_name: str = "aut
     _, val_idx, _ = split_for(teacher_config(teacher, data), ds)
     device = resolve_device(device_name)
     model, meta = load_model(teacher.model_file, device)
+    # fp32, as inference.py runs a model: the OOF scores what a user gets (on a machine with native bf16,
+    # "auto" would score a bf16 forward pass instead)
     views = predict_arrays(model, ds.images[val_idx], normalization_meta(meta["normalization"]["name"]), device,
-                           flip_perm=ds.schema.flip_permutation, precision="auto", parts=True)
+                           flip_perm=ds.schema.flip_permutation, precision="fp32", parts=True)
     save_oof(teacher.run_dir, [ds.stems[i] for i in val_idx], ds.schema, size, teacher.fold,
              to_uint8(views.plain.numpy()), to_uint8(views.mirrored.numpy()), model_sha1=digest)
     console.print(f"rebuilt the OOF predictions of {teacher.label} from {teacher.model_file} "

@@ -36,7 +36,7 @@ from ..core import config as config_mod
 from ..core import provenance
 from ..core.atomic import remove_stale_temporaries
 from ..core.console import console
-from ..core.runtime import autocast
+from ..core.runtime import autocast, effective_precision
 from ..data.augment import build_train_transform
 from ..data.dataset import Dataset
 from ..data.preprocess import normalization_meta, to_tensor
@@ -336,7 +336,8 @@ class Trainer:
     def run_provenance(self) -> dict:
         """Commit, library versions, hardware, command and wall time of this session (and the
         records of the sessions before a resume); see :mod:`workbench.core.provenance`."""
-        return provenance.collect(self.device, self.started, self.earlier_sessions)
+        return dict(provenance.collect(self.device, self.started, self.earlier_sessions),
+                    precision=effective_precision(self.device, self.cfg["precision"]))
 
     def full_masks(self, idx=None) -> list[np.ndarray]:
         return [self.ds.full_masks[i] for i in (self.val_idx if idx is None else idx)]
