@@ -93,7 +93,10 @@ def test_torchrun_two_processes(tiny_data, tmp_path):
     model = model.to(memory_format=torch.channels_last).eval()
     probs = predict_arrays(model, ds.images[val_idx], meta["normalization"], torch.device("cpu"), precision="fp32")
     iou = iou_per_class(confusion_from_probs(probs, [ds.full_masks[i] for i in val_idx], ds.schema.num_classes))
-    assert float(np.nanmean(iou)) == metrics["val_miou"]
+    # equal up to a few pixels: each rank predicts its shard in smaller batches, and on some CPUs (an
+    # AVX-512 Xeon here) oneDNN's convolutions round differently with the batch size, so an arg-max
+    # near a tie can flip; a rank's confusion counts lost or counted twice would move it far more
+    assert float(np.nanmean(iou)) == pytest.approx(metrics["val_miou"], abs=1e-3)
 
 
 def test_single_process_helpers_are_identities():
