@@ -1,4 +1,4 @@
-"""Write a model's per-image confusion matrices on its scored images (an "OOF table", about 60 kB per
+"""Write a model's per-image confusion matrices on its scored images (an "OOF table", about 22 kB per
 fold) so that pooled comparisons survive the loss of runs/ (a new machine): commit it beside the run's
 metrics.json and give it to analysis.bootstrap later.
 

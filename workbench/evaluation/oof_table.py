@@ -3,7 +3,7 @@ machine.
 
 Out-of-fold probabilities are hundreds of MB per fold and stay in ``runs/``; a new machine loses
 them and, with them, every pooled comparison (paired bootstrap over the images of several folds)
-that needs the runs. The per-image confusion matrices are all such a comparison needs: about 60 kB
+that needs the runs. The per-image confusion matrices are all such a comparison needs: about 22 kB
 per fold (80 images, 19 classes, plain and flip-TTA), small enough to commit beside the run's
 ``metrics.json`` (``docs/results/``). ``python -m analysis.oof_table`` writes one,
 ``python -m analysis.bootstrap`` reads them (several per side pool folds).
