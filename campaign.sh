@@ -46,3 +46,10 @@ $PY distill.py --cv recipe=student_unet name=kd_unet_ch_w1_t1 kd_loss=channel kd
 # teachers of folds 0-2; finished folds are reused. README Results shows the report after fold 1 (cv_folds=[0,1]).
 $PY distill.py --cv-only recipe=student_unet name=kd_unet_ch_w1_t1 kd_loss=channel kd_mix=additive kd_weight=1 \
   temperature=1 cv_folds=[0,1,2] teacher_folds=[0,1,2] 2>&1 | log student_cv_folds012
+
+# session 7 (README, Campaign 2, "A clearly stronger teacher"): the UNet-DS of fold 0 for 32 epochs, then the
+# 16-epoch student of fold 0 taught by it alone; its twin is the 16-epoch unet_effnet_ds run of fold 0, so the
+# student trains in fp32 as that run did (on a CPU with native bf16, precision=auto would mean bf16)
+$PY train.py recipe=unet_effnet_ds fold=0 epochs=32 name=unet_effnet_ds_e32 2>&1 | log unet_effnet_ds_e32_fold0
+$PY distill.py --cv-only recipe=student_unet name=kd_unet_e32t teachers=[unet_effnet_ds_e32] teacher_folds=[0] \
+  cv_folds=[0] twin=unet_effnet_ds precision=fp32 2>&1 | log kd_unet_e32t

@@ -83,5 +83,8 @@ def finished_run(run: Path) -> tuple[dict | None, str | None]:
     saved, metrics = run / "config.yaml", run / "metrics.json"
     if not (run / "model.safetensors").exists() or not saved.exists():
         return None, None
-    used = json.loads(metrics.read_text()).get("provenance", {}).get("precision") if metrics.exists() else None
+    try:
+        used = json.loads(metrics.read_text()).get("provenance", {}).get("precision")
+    except (OSError, ValueError, AttributeError):  # no metrics.json, or a broken one: precision unrecorded
+        used = None
     return yaml.safe_load(saved.read_text()) or {}, used
