@@ -45,14 +45,14 @@ def main(argv: list[str] | None = None) -> int:
     from workbench.evaluation.bootstrap import paired_bootstrap
     from workbench.exceptions import AnalysisError
 
-    (names_a, values_a, a), (names_b, values_b, b) = (side(paths, args) for paths in (args.a, args.b))
+    (names_a, values_a, stems_a, cms_a), (_, values_b, stems_b, cms_b) = (side(p, args) for p in (args.a, args.b))
     if values_a != values_b:
         raise AnalysisError(f"{' '.join(args.a)} and {' '.join(args.b)} use different class schemas")
-    stems = sorted(set(a) & set(b))
+    stems = sorted(set(stems_a) & set(stems_b))
     if not stems:
         raise AnalysisError(f"{' '.join(args.a)} and {' '.join(args.b)} have no image in common")
-    result = paired_bootstrap(np.stack([a[s] for s in stems]), np.stack([b[s] for s in stems]), args.samples, args.seed)
-    only = len(set(a) ^ set(b))
+    result = paired_bootstrap(cms_a(stems), cms_b(stems), args.samples, args.seed)  # only the common images scored
+    only = len(set(stems_a) ^ set(stems_b))
     print(f"B = {' '.join(args.b)} minus A = {' '.join(args.a)}: {result}"
           + (f"; {only} images predicted by only one side were left out" if only else ""))
     print("B is better" if result.low > 0 else "A is better" if result.high < 0 else "no significant difference")
@@ -60,9 +60,12 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def side(paths: list[str], args) -> tuple[list[str], list[int], dict]:
-    """(class names, class values, {stem: per-image confusion}) of one side: OOF tables (pooled), or
-    one run or predictions folder scored against the ground truth."""
+def side(paths: list[str], args):
+    """(class names, class values, image stems, confusions(stems) -> (N, C, C) per-image confusion
+    matrices) of one side: OOF tables (pooled), or one run or predictions folder, scored against the
+    ground truth when asked."""
+    import numpy as np
+
     from workbench.evaluation.oof_table import pool_tables, score_source
     from workbench.evaluation.sources import open_source
     from workbench.exceptions import AnalysisError
@@ -71,12 +74,13 @@ def side(paths: list[str], args) -> tuple[list[str], list[int], dict]:
     if tables:
         if len(tables) < len(paths):
             raise AnalysisError(f"{' '.join(paths)}: give OOF tables (.npz) or one folder per side, not both")
-        return pool_tables(tables, tta=not args.no_tta)
+        names, values, by_stem = pool_tables(tables, tta=not args.no_tta)
+        return names, values, list(by_stem), lambda stems: np.stack([by_stem[s] for s in stems])
     if len(paths) > 1:
         raise AnalysisError(f"{' '.join(paths)}: one run or predictions folder per side (several OOF tables pool)")
     source = open_source(paths[0], gt=args.gt, images=None, data=args.data, folds=args.folds, tta=not args.no_tta)
-    table = score_source(source, progress=progress(f"scoring {paths[0]}"))
-    return list(source.schema.names), list(source.schema.values), dict(zip(table.stems, table.confusion))
+    return (list(source.schema.names), list(source.schema.values), list(source.stems),
+            lambda stems: score_source(source, stems, progress(f"scoring {paths[0]}")).confusion)
 
 
 def print_per_class(result, names: list[str]) -> None:

@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     source = open_source(args.run, gt=args.gt, images=None, data=args.data, folds=args.folds, tta=not args.no_tta)
     table = score_source(source, progress=progress("scoring"))
     save_table(args.out, table)
-    print(f"{args.out}: {len(table.stems)} images, mIoU ({ {True: 'flip TTA', False: 'plain'}.get(table.tta, 'predicted masks') }) "
+    print(f"{args.out}: {len(table.stems)} images, mIoU ({table.prediction}) "
           f"{mean_iou(table.confusion.sum(0)) * 100:.2f}")
     return 0
 

@@ -39,6 +39,11 @@ class OOFTable:
     confusion_plain: np.ndarray | None    # (N, C, C) without TTA, when the source had both
     tta: bool | None                      # whether ``confusion`` is flip-TTA; None: predicted masks (no choice)
 
+    @property
+    def prediction(self) -> str:
+        """What ``confusion`` scores, in words."""
+        return {True: "flip TTA", False: "plain"}.get(self.tta, "predicted masks")
+
     def pick(self, tta: bool = True) -> np.ndarray:
         """The per-image confusions with (``tta``) or without flip TTA."""
         if self.tta is None or tta == self.tta:
