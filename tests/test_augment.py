@@ -12,6 +12,7 @@ from __future__ import annotations
 import albumentations as A
 import numpy as np
 import pytest
+import torch
 
 from conftest import TINY_SCHEMA, tiny_overrides
 from workbench.core import config
@@ -115,3 +116,26 @@ def test_trainer_augments_with_the_schema_permutation(tiny_data, tmp_path):
             flipped += 1
         total += len(train_idx)
     assert 0 < flipped < total
+
+
+def loader_batches(data, seed: int, workers: int):
+    """Every sample of one epoch as the trainer's loader yields it (one image per batch, in order)."""
+    from workbench.training.array_dataset import seed_worker
+    generator = torch.Generator().manual_seed(seed)
+    loader = torch.utils.data.DataLoader(data, batch_size=1, shuffle=False, generator=generator,
+                                         num_workers=workers, worker_init_fn=seed_worker if workers else None)
+    return [b["mask"][0].numpy() for b in loader]
+
+
+def test_loader_workers_augment_differently_and_repeat_per_seed():
+    """workers=N: each DataLoader process draws its own augmentation stream (forked workers would
+    otherwise all copy the parent's and repeat one another's crops), and the same loader seed gives
+    the same epoch again (a resumed epoch repeats), while a new seed gives a new one."""
+    images, masks, _ = pattern(n=8)
+    images, masks = np.repeat(images[:1], 8, 0), np.repeat(masks[:1], 8, 0)  # 8 copies of one picture
+    data = ArrayDataset(images, masks, build_train_transform("standard", SCHEMA.flip_permutation, crop_size=32))
+    first = loader_batches(data, seed=3, workers=2)
+    # worker 0 yields samples 0, 2, 4, ... and worker 1 samples 1, 3, 5, ...: their n-th samples differ
+    assert any(not np.array_equal(first[i], first[i + 1]) for i in range(0, 8, 2))
+    assert all(np.array_equal(a, b) for a, b in zip(first, loader_batches(data, seed=3, workers=2)))
+    assert not all(np.array_equal(a, b) for a, b in zip(first, loader_batches(data, seed=4, workers=2)))

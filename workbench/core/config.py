@@ -54,6 +54,8 @@ DEFAULTS: dict = {
     "precision": "auto",           # auto (bf16 autocast on CUDA and on CPUs with native bf16, else fp32) | bf16 | fp32
     "device": "auto",              # auto | cpu | cuda
     "threads": 0,                  # CPU threads; 0 = torch default
+    "workers": 0,                  # DataLoader processes augmenting training batches (a GPU waits on one CPU
+                                   # core otherwise); 0 = in the training process
     "max_steps": 0,                # stop after this many optimiser steps (smoke tests); 0 = no limit
     "save_oof": True,              # write out-of-fold probabilities of the held-out fold
     # folds as cluster jobs (train.py; workbench/training/launch.py): each fold runs as the command
@@ -106,6 +108,7 @@ RULES: dict[str, Field] = {
     "precision": Field(str, choices=("auto", "bf16", "fp32")),
     "device": Field(str, choices=("auto", "cpu", "cuda")),
     "threads": _INT,
+    "workers": Field(int, lo=0, hi=64),
     "max_steps": _INT,
     "teachers": Field(list, item=Field(str)),
     "teacher_folds": Field(list, item=_INT),

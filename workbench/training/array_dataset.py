@@ -3,6 +3,8 @@ optional soft labels (rows of a memory-mapped cache), augmented on the fly."""
 
 from __future__ import annotations
 
+import random
+
 import numpy as np
 import torch
 
@@ -29,6 +31,19 @@ class ArrayDataset(torch.utils.data.Dataset):
         if self.soft is not None:
             out["soft"] = torch.from_numpy(np.ascontiguousarray(item["soft"]))
         return out
+
+
+def seed_worker(worker_id: int) -> None:
+    """``worker_init_fn`` of the training DataLoader: each worker augments with its own random stream,
+    seeded from the seed torch hands it (drawn from the loader's generator, which the trainer re-seeds
+    every epoch, plus ``worker_id``), so workers never repeat one another's crops and a resumed epoch
+    repeats exactly."""
+    info = torch.utils.data.get_worker_info()
+    seed = info.seed % 2**32
+    np.random.seed(seed)
+    random.seed(seed)
+    if info.dataset.transform is not None:
+        info.dataset.transform.set_random_seed(seed)
 
 
 class RowSubset:

@@ -47,7 +47,7 @@ from ..models.build import build_model, count_parameters, parameter_groups
 from ..models.deep_supervision import aux_logits
 from ..models.modelfile import model_metadata, save_model
 from . import checkpoint, distributed
-from .array_dataset import ArrayDataset, RowSubset
+from .array_dataset import ArrayDataset, RowSubset, seed_worker
 from .done import mark_done, reopen
 from .history import draw_progress, epoch_line, run_metrics, validation_table, write_metrics
 from .losses import SegLoss, deep_supervision_loss
@@ -157,7 +157,10 @@ class Trainer:
         per_process = len(self.train_set) if self.sampler is None else len(self.sampler)
         self.loader = torch.utils.data.DataLoader(self.train_set, batch_size=cfg["batch_size"],
                                                   shuffle=self.sampler is None, sampler=self.sampler,
-                                                  drop_last=per_process > cfg["batch_size"], generator=self.generator)
+                                                  drop_last=per_process > cfg["batch_size"], generator=self.generator,
+                                                  num_workers=cfg["workers"],
+                                                  worker_init_fn=seed_worker if cfg["workers"] else None,
+                                                  pin_memory=self.device.type == "cuda")
         self.steps_per_epoch = len(self.loader)
         total, warmup = self.steps_per_epoch * cfg["epochs"], int(cfg["warmup_epochs"] * self.steps_per_epoch)
         self.optimizer = torch.optim.AdamW(parameter_groups(self.model, cfg["lr"], cfg["decoder_lr_mult"]),
@@ -232,12 +235,12 @@ class Trainer:
         was not finite (the update is skipped then)."""
         device = self.device
         x = to_tensor(batch["image"], self.norm, device)
-        y = batch["mask"].to(device)
+        y = batch["mask"].to(device, non_blocking=True)
         with autocast(device, self.cfg["precision"]):
             logits = self.net(x)
         _, loss = supervised_loss(self.seg_loss, self.model, logits, y, self.cfg["deep_supervision"])
         if self.extra_loss is not None:
-            loss = self.extra_loss(logits, {k: v.to(device) for k, v in batch.items()}, loss)
+            loss = self.extra_loss(logits, {k: v.to(device, non_blocking=True) for k, v in batch.items()}, loss)
         self.optimizer.zero_grad(set_to_none=True)
         finite = self.dist.all_true(bool(torch.isfinite(loss)))  # DDP: all ranks step or skip together
         if finite:
