@@ -58,6 +58,8 @@ DEFAULTS: dict = {
                                    # core otherwise); 0 = in the training process
     "max_steps": 0,                # stop after this many optimiser steps (smoke tests); 0 = no limit
     "save_oof": True,              # write out-of-fold probabilities of the held-out fold
+    "val_every": 1,                # validate on the held-out fold every N epochs and after the last; the best
+                                   # weights are chosen among the validated epochs
     # folds as cluster jobs (train.py; workbench/training/launch.py): each fold runs as the command
     # `python train.py <same arguments> fold=<k>`, one job each, in its own run folder with a done marker
     "launcher": "none",            # none = train here | local = jobs on this machine | slurm = one SLURM job array (submitit)
@@ -109,6 +111,7 @@ RULES: dict[str, Field] = {
     "device": Field(str, choices=("auto", "cpu", "cuda")),
     "threads": _INT,
     "workers": Field(int, lo=0, hi=64),
+    "val_every": Field(int, lo=1, hi=100_000),
     "max_steps": _INT,
     "teachers": Field(list, item=Field(str)),
     "teacher_folds": Field(list, item=_INT),

@@ -20,7 +20,7 @@ from ..exceptions import CheckpointError, ConfigError
 LAST, BEST = "last.pt", "best_state.pt"
 
 # Keys that may change between an interrupted run and its resumption.
-RESUMABLE_CHANGES = {"epochs", "threads", "workers", "device", "max_steps", "save_oof", "recipe",
+RESUMABLE_CHANGES = {"epochs", "threads", "workers", "val_every", "device", "max_steps", "save_oof", "recipe",
                      "export", "export_dtype", "family_max_gap",  # these three only matter after training
                      "cv_folds", "twin",  # which folds distill.py cross-validates and against what, not what one fold's student learns
                      "launcher", "folds_to_run", "partition", "gpus_per_job", "cpus_per_job", "job_minutes",

@@ -118,7 +118,7 @@ class Trainer:
             return done
         for epoch in range(self.state["epoch"] + 1, self.cfg["epochs"] + 1):
             record = self.train_epoch(epoch)
-            if len(self.val_idx):
+            if len(self.val_idx) and (epoch % self.cfg["val_every"] == 0 or epoch == self.cfg["epochs"] or self.stop):
                 self.validate(record)
             self.end_epoch(record)
             if self.stop:
@@ -273,10 +273,15 @@ class Trainer:
         record.update(val_miou=float(np.nanmean(iou)), val_iou=[None if not np.isfinite(v) else float(v) for v in iou])
 
     def end_epoch(self, record: dict) -> None:
-        """Keep the best weights (the last epoch's without a held-out fold), checkpoint, metrics.json."""
+        """Keep the best weights (among the validated epochs; the last epoch's without a held-out
+        fold), checkpoint, metrics.json."""
         state = self.state
-        score = record["val_miou"] if "val_miou" in record else -record["train_loss"]
-        if score >= state["best_miou"] or not len(self.val_idx):
+        if not len(self.val_idx):
+            improved, score = True, -record["train_loss"]
+        else:
+            score = record.get("val_miou")
+            improved = score is not None and score >= state["best_miou"]
+        if improved:
             state["best_miou"], state["best_epoch"] = score, record["epoch"]
             self.best_state = copy.deepcopy(self.model.state_dict())
             if self.dist.is_main:
