@@ -53,3 +53,12 @@ $PY distill.py --cv-only recipe=student_unet name=kd_unet_ch_w1_t1 kd_loss=chann
 $PY train.py recipe=unet_effnet_ds fold=0 epochs=32 name=unet_effnet_ds_e32 2>&1 | log unet_effnet_ds_e32_fold0
 $PY distill.py --cv-only recipe=student_unet name=kd_unet_e32t teachers=[unet_effnet_ds_e32] teacher_folds=[0] \
   cv_folds=[0] twin=unet_effnet_ds precision=fp32 2>&1 | log kd_unet_e32t
+
+# session 8 (README, Campaign 2, "Equal epochs"): the 32-epoch student of fold 0 taught by the 32-epoch teacher,
+# against its 32-epoch twin, which is that teacher itself (bf16, as it trained: needs a CPU with native bf16 or a GPU)
+$PY distill.py --cv-only recipe=student_unet name=kd_unet_e32s teachers=[unet_effnet_ds_e32] teacher_folds=[0] \
+  cv_folds=[0] epochs=32 twin=unet_effnet_ds_e32 2>&1 | log kd_unet_e32s
+# the 32-epoch UNet-DS teachers of folds 1 and 2 (for a 3-fold campaign at 32 epochs)
+for fold in 1 2; do
+  $PY train.py recipe=unet_effnet_ds fold=$fold epochs=32 name=unet_effnet_ds_e32 2>&1 | log unet_effnet_ds_e32_fold$fold
+done
