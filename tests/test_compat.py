@@ -38,6 +38,7 @@ ADDED = {"provenance",  # recorded since (issue 17 §6): commit, versions, hardw
          "kd_mix", "kd_loss",  # KD loss options (campaign 2's KD sweep), defaults convex and pixel
          "cv_folds",  # the folds distill.py --cv cross-validates (campaign 2), default [] = teacher_folds
          "twin",  # the recipe whose fold-k run is the student's twin (campaign 2, session 7), default ''
+         "workers", "val_every",  # DataLoader processes and validation interval (session 8), defaults 0 and 1
 
          *LAUNCH_KEYS}  # config keys of the fold launcher (issue 18), in the recipe with their defaults
 
