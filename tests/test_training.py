@@ -108,8 +108,9 @@ def test_resume_after_interruption_matches_uninterrupted(tiny_data, tmp_path, mo
 
 def test_val_every_validates_every_nth_and_the_last_epoch(tiny_data, tmp_path):
     """val_every=2 over 3 epochs: epochs 2 and 3 (the last) are validated, epoch 1 is not, and the
-    best weights come from a validated epoch; the curves and tables read the gaps."""
-    _, _, metrics = run_fit(tiny_overrides(tiny_data, tmp_path / "run", epochs=3, val_every=2))
+    best weights come from a validated epoch; the curves and tables read the gaps. (Trained through
+    two DataLoader worker processes, as on a GPU.)"""
+    _, _, metrics = run_fit(tiny_overrides(tiny_data, tmp_path / "run", epochs=3, val_every=2, workers=2))
     validated = [h["epoch"] for h in metrics["history"] if "val_miou" in h]
     assert validated == [2, 3]
     assert metrics["best_epoch"] in (2, 3) and metrics["val_miou"] is not None
