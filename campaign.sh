@@ -62,3 +62,7 @@ $PY distill.py --cv-only recipe=student_unet name=kd_unet_e32s teachers=[unet_ef
 for fold in 1 2; do
   $PY train.py recipe=unet_effnet_ds fold=$fold epochs=32 name=unet_effnet_ds_e32 2>&1 | log unet_effnet_ds_e32_fold$fold
 done
+# session 8: the shipped model, the 32-epoch recipe on all 400 images with hard labels (KD did not pay at equal
+# epochs); distill.py writes the TTA/cleanup choice (from the 32-epoch fold-0 OOF) into the file
+$PY distill.py recipe=student_unet name=final_e32 kd_weight=0 epochs=32 teachers=[unet_effnet_ds_e32] \
+  teacher_folds=[0] export=weights/student.safetensors 2>&1 | log final_e32
