@@ -4,6 +4,9 @@
     python distill.py --cv       # first cross-validate student and hard-label twin on the teachers' folds
     python distill.py --cv-only teacher_folds=[0] kd_weight=0.5 temperature=2 name=kd_sweep_a   # KD sweep
     python distill.py --cv export=weights/student.safetensors       # ship the student
+    python distill.py --report-only teachers=[unet_effnet_ds_e32,fpn_effnet] teacher_folds=[0,1,2] name=report
+                                 # only the OOF table of teachers/families/ensemble and the post-processing
+                                 # chosen on the best family; trains nothing
     python distill.py --publish runs/fpn_effnet/fold0 [RUN ...]      # keep a finished teacher (fp16) in
                                                                      # weights/teachers/ for a new machine
 
@@ -32,9 +35,14 @@ def main(argv: list[str]) -> int:
         for run_dir in argv[1:]:
             print(f"published {run_dir} -> {publish(run_dir)}")
         return 0
-    cv_only = "--cv-only" in argv
-    cv = cv_only or "--cv" in argv
-    return run([a for a in argv if a not in ("--cv", "--cv-only")], cv=cv, final=not cv_only)
+    flags = {a for a in argv if a in ("--cv", "--cv-only", "--report-only")}
+    if "--report-only" in flags and len(flags) > 1:
+        from workbench.exceptions import UsageError
+        raise UsageError("--report-only trains nothing: it cannot be combined with --cv or --cv-only")
+    rest = [a for a in argv if a not in flags]
+    if "--report-only" in flags:
+        return run(rest, cv=False, final=False)
+    return run(rest, cv=bool(flags), final="--cv-only" not in flags)
 
 
 if __name__ == "__main__":

@@ -393,3 +393,45 @@ def test_oof_tables_refuse_bad_files_and_double_counting(dataset, tmp_path, caps
         err = capsys.readouterr().err
         assert message in err and "Traceback" not in err
     assert oof_table([str(dataset["run"]), "--data", str(dataset["data"]), "--out", str(tmp_path / "t.csv")]) == 2
+
+
+def test_postprocessing_ablation_scores_a_model_files_cleanup_on_held_out_folds(dataset, tmp_path, model_file, capsys):
+    """Every fold's prediction is the ground truth plus a 1-pixel false hood speck: flip TTA changes
+    nothing (both views agree), the file's hood cleanup removes the speck and reaches 100 %, a file
+    without cleanup scores as flip TTA; the pooled row and the JSON agree with the folds."""
+    from analysis.postprocessing import main as postprocessing
+
+    C, S = SCHEMA.num_classes, 16
+    run = tmp_path / "runs" / "speck"
+    stems = dataset["stems"]
+    for fold in (0, 1):
+        fs = stems[fold::2]
+        views = []
+        for s in fs:
+            small = cv2.resize(cv2.imread(str(dataset["data"] / "masks" / f"{s}.png"), cv2.IMREAD_GRAYSCALE),
+                               (S, S), interpolation=cv2.INTER_NEAREST)
+            idx = SCHEMA.value_to_index[small]
+            idx[0, 0] = HOOD                          # false part: one pixel of a 16x16 prediction
+            views.append(np.eye(C, dtype=np.float32)[idx].transpose(2, 0, 1))
+        probs = to_uint8(np.stack(views))
+        save_oof(run / f"fold{fold}", fs, SCHEMA, S, fold, probs, probs)
+    cleaning = model_file(tmp_path / "clean.safetensors", SCHEMA, cleanup={"enabled": True, "min_area": {"hood": 0.01}})
+    plain = model_file(tmp_path / "plain.safetensors", SCHEMA, cleanup={"enabled": False, "min_area": {}})
+    out = tmp_path / "pp.json"
+    data = str(dataset["data"])
+    assert postprocessing([str(run), "--data", data, "--model", str(cleaning), "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert set(result["folds"]) == {"fold0", "fold1"} and result["pooled"]["images"] == 4
+    for row in (*result["folds"].values(), result["pooled"]):
+        assert row["tta"] == row["no_tta"] < 1 and row["tta_file_cleanup"] > row["tta"]
+        assert row["tta_cleanup_chosen_here"] >= row["tta_file_cleanup"] and "hood" in row["cleanup_chosen_here"]
+    assert result["pooled"]["file_cleanup_minus_tta"]["delta"] > 0 and "pooled" in capsys.readouterr().out
+
+    assert postprocessing([str(run), "--data", data, "--model", str(plain), "--folds", "1", "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert list(result["folds"]) == ["fold1"] and result["pooled"]["tta_file_cleanup"] == result["pooled"]["tta"]
+    assert result["pooled"]["file_cleanup_minus_tta"]["delta"] == 0
+
+    wrong = model_file(tmp_path / "wrong.safetensors", SCHEMA, cleanup={"enabled": True, "min_area": {"wheel": 0.01}})
+    assert postprocessing([str(run), "--data", data, "--model", str(wrong)]) == 2
+    assert "['wheel']" in capsys.readouterr().err

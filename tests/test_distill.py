@@ -21,8 +21,8 @@ from workbench.training import fit
 FOLDS = [0, 1]
 
 
-def train_teacher(data, runs, name, arch, fold):
-    cfg = config.resolve(tiny_overrides(data, runs / name / f"fold{fold}", name=name, family=name, arch=arch,
+def train_teacher(data, runs, name, arch, fold, family=None):
+    cfg = config.resolve(tiny_overrides(data, runs / name / f"fold{fold}", name=name, family=family or name, arch=arch,
                                         fold=fold, max_steps=2))
     ds = load_dataset(cfg["data"], cfg["image_size"])
     tr, va, folds_file = split_for(cfg, ds)
@@ -184,3 +184,33 @@ def test_twin_names_the_recipe_whose_run_is_the_twin(tiny_data, teachers, tmp_pa
     assert not (teachers / "student_twin").exists() and (teachers / "ta" / "fold0" / "oof_probs.npy").exists()
     with pytest.raises(DistillError, match="twin=tb: .* differs in arch"):
         distill(args[:-1] + ["twin=tb"], cv=True, final=False, runs_dir=teachers)
+
+
+def test_report_only_writes_the_oof_table_and_trains_nothing(tiny_data, teachers, tmp_path):
+    args = student_args(tiny_data, tmp_path, tmp_path / "s.safetensors")
+    assert distill(args, cv=False, final=False, runs_dir=teachers) == 0
+    report = json.loads((teachers / "student" / "oof_report.json").read_text())
+    assert {"family ta", "family tb", "ensemble (mean)"} <= set(report["rows"])
+    best = max(("ta", "tb"), key=lambda f: report["rows"][f"family {f}"]["tta"]["miou"])
+    assert report["postprocessing"]["ablation"]["tta"] == report["rows"][f"family {best}"]["tta"]
+    assert not (tmp_path / "s.safetensors").exists() and not list((teachers / "student").glob("fold*"))
+    assert not (teachers / "student" / "full").exists()
+
+
+def test_report_only_from_the_command_line(tiny_data, teachers, tmp_path, monkeypatch, capsys):
+    import distill as entry
+    monkeypatch.chdir(teachers.parent)  # distill.py's runs/ is ./runs
+    args = student_args(tiny_data, tmp_path, tmp_path / "s.safetensors")
+    assert entry.main(["--report-only", *args]) == 0
+    assert (teachers / "student" / "oof_report.md").exists() and not (tmp_path / "s.safetensors").exists()
+    assert entry.main(["--report-only", "--cv", *args]) == 2
+    assert "cannot be combined" in capsys.readouterr().err
+
+
+def test_two_teachers_of_one_family_and_fold_are_refused(tiny_data, teachers):
+    """A longer-trained run of a recipe carries its family's name; pooling both into one family's OOF
+    would score some images twice and silently keep one of the two predictions."""
+    train_teacher(tiny_data, teachers, "ta_long", "unet", 0, family="ta")
+    with pytest.raises(DistillError, match="ta and ta_long are both family ta fold 0"):
+        collect_teachers(["ta", "ta_long"], [0], teachers)
+    assert len(collect_teachers(["ta_long", "tb"], [0], teachers)) == 2

@@ -96,7 +96,8 @@ def run(argv: list[str], cv: bool = False, final: bool = True, runs_dir: Path = 
             baselines[f"{name} (baseline)"] = runs
     add_rows(rows, ds, baselines, "baseline")
 
-    group = "student (KD)" if student_runs else next(iter(oofs.plain))
+    # post-processing is chosen on the student's OOF, or (no student) on the best family's
+    group = "student (KD)" if student_runs else max(oofs.plain, key=lambda f: rows[f"family {f}"]["tta"]["miou"])
     pp_oofs = gather_oof({group: student_runs}, ds) if student_runs else oofs
     post = choose_postprocessing(pp_oofs, ds.schema.names, group)
     console.print(report_table(rows, ds.schema.names))

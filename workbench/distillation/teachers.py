@@ -77,6 +77,13 @@ def collect_teachers(names: list[str], folds: list[int], runs_dir: Path = Path("
         raise DistillError("\n  - ".join(["cannot distill:", *problems]))
     if not teachers:
         raise DistillError("no teachers configured (teachers=[...])")
+    seen: dict[tuple[str, int], str] = {}
+    for t in teachers:  # a family's OOF is one prediction per image: one teacher per (family, fold)
+        other = seen.setdefault((t.family, t.fold), t.name)
+        if other != t.name:
+            raise DistillError(f"teachers {other} and {t.name} are both family {t.family} fold {t.fold}: a family "
+                               "has one teacher per fold; distil from one of them, or compare them with "
+                               f"python -m analysis.bootstrap --a runs/{other} --b runs/{t.name} --data DATA")
     ref = teachers[0]
     for t in teachers[1:]:
         if t.meta["schema"] != ref.meta["schema"]:
