@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Campaign 2 on DSMLR (README "Campaign 2"): fold-0 measurements, then 3 folds of each teacher family,
+# Campaign 2 on DSMLR (docs/campaign2.md): fold-0 measurements, then 3 folds of each teacher family,
 # the H2O seed baseline, the KD sweep on fold 0, distillation with the student's cross-validation
 # (fold-k teachers teach student fold k; the FPN teachers are the hard-label twins) and the final
 # student. Every step resumes where it stopped (finished runs are skipped): rerun after an interruption.
@@ -8,7 +8,8 @@
 set -euo pipefail
 export HF_HUB_OFFLINE=1 NO_ALBUMENTATIONS_UPDATE=1 OMP_WAIT_POLICY=PASSIVE
 PY=${PY:-python}
-UNET=${UNET:-unet_effnet_ds}  # the UNet family: deep supervision won on fold 0 (README, Campaign 2)
+UNET=${UNET:-unet_effnet_ds}  # the UNet family: deep supervision won on fold 0 (docs/campaign2.md)
+DATA=${DATA:-../shared/datasets/dsmlr-carparts}
 mkdir -p runs/logs
 log() { tee -a "runs/logs/$1.log"; }
 
@@ -16,11 +17,11 @@ log() { tee -a "runs/logs/$1.log"; }
 $PY train.py recipe=fpn_effnet fold=0 2>&1 | log fpn_effnet_fold0
 $PY train.py recipe=fpn_effnet fold=0 image_size=256 crop_size=0 name=ablation_fpn_squash256 2>&1 | log ablation_fpn_squash256
 $PY train.py recipe=unet_effnet fold=0 2>&1 | log unet_effnet_fold0
-# deep supervision on fold 0 (README, Campaign 2): adopted into unet_effnet only if it beats the run above
+# deep supervision on fold 0 (docs/campaign2.md): adopted into unet_effnet only if it beats the run above
 $PY train.py recipe=unet_effnet_ds fold=0 2>&1 | log unet_effnet_ds_fold0
 $PY -m analysis.bootstrap --a runs/unet_effnet --b runs/unet_effnet_ds --data ../shared/datasets/dsmlr-carparts --folds 0 \
   2>&1 | log unet_ds_vs_plain
-# KD sweep on fold 0 (README, Campaign 2): each point chosen after the previous one and the soft-label statistics
+# KD sweep on fold 0 (docs/campaign2.md): each point chosen after the previous one and the soft-label statistics
 $PY distill.py --cv-only teacher_folds=[0] name=kd_w0.5_t2 kd_weight=0.5 temperature=2 2>&1 | log kd_w0.5_t2
 $PY distill.py --cv-only teacher_folds=[0] name=kd_fpn_add_w1_t2 kd_mix=additive kd_weight=1 temperature=2 \
   2>&1 | log kd_fpn_add_w1_t2
@@ -47,14 +48,14 @@ $PY distill.py --cv recipe=student_unet name=kd_unet_ch_w1_t1 kd_loss=channel kd
 $PY distill.py --cv-only recipe=student_unet name=kd_unet_ch_w1_t1 kd_loss=channel kd_mix=additive kd_weight=1 \
   temperature=1 cv_folds=[0,1,2] teacher_folds=[0,1,2] 2>&1 | log student_cv_folds012
 
-# session 7 (README, Campaign 2, "A clearly stronger teacher"): the UNet-DS of fold 0 for 32 epochs, then the
+# session 7 (docs/campaign2.md, "A clearly stronger teacher"): the UNet-DS of fold 0 for 32 epochs, then the
 # 16-epoch student of fold 0 taught by it alone; its twin is the 16-epoch unet_effnet_ds run of fold 0, so the
 # student trains in fp32 as that run did (on a CPU with native bf16, precision=auto would mean bf16)
 $PY train.py recipe=unet_effnet_ds fold=0 epochs=32 name=unet_effnet_ds_e32 2>&1 | log unet_effnet_ds_e32_fold0
 $PY distill.py --cv-only recipe=student_unet name=kd_unet_e32t teachers=[unet_effnet_ds_e32] teacher_folds=[0] \
   cv_folds=[0] twin=unet_effnet_ds precision=fp32 2>&1 | log kd_unet_e32t
 
-# session 8 (README, Campaign 2, "Equal epochs"): the 32-epoch student of fold 0 taught by the 32-epoch teacher,
+# session 8 (docs/campaign2.md, "Equal epochs"): the 32-epoch student of fold 0 taught by the 32-epoch teacher,
 # against its 32-epoch twin, which is that teacher itself (bf16, as it trained: needs a CPU with native bf16 or a GPU)
 $PY distill.py --cv-only recipe=student_unet name=kd_unet_e32s teachers=[unet_effnet_ds_e32] teacher_folds=[0] \
   cv_folds=[0] epochs=32 twin=unet_effnet_ds_e32 2>&1 | log kd_unet_e32s
@@ -66,3 +67,17 @@ done
 # epochs); distill.py writes the TTA/cleanup choice (from the 32-epoch fold-0 OOF) into the file
 $PY distill.py recipe=student_unet name=final_e32 kd_weight=0 epochs=32 teachers=[unet_effnet_ds_e32] \
   teacher_folds=[0] export=weights/student.safetensors 2>&1 | log final_e32
+
+# session 9 (README, Results): the shipped recipe cross-validated. OOF reports of the 16-epoch families and of the
+# 32-epoch UNet-DS family beside the 16-epoch FPN (trains nothing; rebuilds OOF predictions from published teachers
+# where runs/ lost them), the shipped file's post-processing scored on the held-out folds, OOF tables to commit
+$PY distill.py --report-only recipe=student_unet name=report_e16 teachers=[unet_effnet_ds,fpn_effnet] \
+  teacher_folds=[0,1,2] 2>&1 | log report_e16
+$PY distill.py --report-only recipe=student_unet name=report_e32 teachers=[unet_effnet_ds_e32,fpn_effnet] \
+  teacher_folds=[0,1,2] 2>&1 | log report_e32
+$PY -m analysis.postprocessing runs/unet_effnet_ds_e32 --data "$DATA" --model weights/student.safetensors \
+  --json docs/results/shipped_postprocessing_e32_folds012.json 2>&1 | log postprocessing_e32
+for fold in 1 2; do
+  $PY -m analysis.oof_table runs/unet_effnet_ds_e32 --data "$DATA" --folds $fold \
+    --out docs/results/unet_effnet_ds_e32_fold${fold}_oof_table.npz
+done
