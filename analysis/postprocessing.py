@@ -8,11 +8,13 @@ examples:
       --folds 1 2 --json docs/results/postprocessing.json
 
 Per fold and over the folds pooled: mIoU without TTA, with flip TTA, with flip TTA and the model
-file's cleanup thresholds, and with flip TTA and the cleanup the same rule (distill.py's) would choose
-on these very images (optimistic: chosen and scored on the same images). When the file's thresholds
-were chosen on other folds, "file's cleanup" is an honest held-out estimate; the gap to "chosen here"
-is the selection optimism. The gain of the file's cleanup over flip TTA comes with a 95 % interval
-(paired bootstrap over the images). Scored at the masks' resolution, as everywhere else.
+file's cleanup thresholds, with flip TTA and the cleanup the same rule (distill.py's) would choose
+on these very images (optimistic: chosen and scored on the same images), and, with two folds or
+more, with flip TTA and the cleanup that rule chooses on the *other* folds ("cross-fitted": an
+honest estimate of the rule itself). When the file's thresholds were chosen on other folds, "file's
+cleanup" is an honest held-out estimate too; the gap to "chosen here" is the selection optimism.
+The gains over flip TTA come with 95 % intervals (paired bootstrap over the images). Scored at the
+masks' resolution, as everywhere else.
 """
 
 from __future__ import annotations
@@ -59,16 +61,34 @@ def ablation(fold_runs: list[Path], data: str, thresholds: dict[str, float]) -> 
                  "tta_cleanup_chosen_here": chosen["ablation"]["chosen_tta_plus_cleanup"]["miou"],
                  "cleanup_chosen_here": chosen["cleanup"]["min_area"]}, tta, cleaned)
 
+    def cross_fitted(run: Path) -> tuple[np.ndarray, dict]:
+        """Confusions of ``run`` with the cleanup the rule chooses on the other folds."""
+        others = [r for r in fold_runs if r != run]
+        chosen = choose_postprocessing(gather_oof({"run": others}, ds), ds.schema.names, "run")["cleanup"]["min_area"]
+        index = {names.index(k): v for k, v in chosen.items()}
+        oofs = gather_oof({"run": [run]}, ds)
+        return mix_confusions(oofs, {"run": 1.0}, True,
+                              post=(lambda p: suppress_small_components(p, index)) if index else None), chosen
+
+    def interval(a, b) -> dict:
+        d = paired_bootstrap(np.concatenate(a), np.concatenate(b))
+        return {"delta": d.delta, "low": d.low, "high": d.high, "images": d.images}
+
     folds = {}
-    all_tta, all_cleaned = [], []
+    all_tta, all_cleaned, all_cross = [], [], []
     for run in fold_runs:
         folds[run.name], tta, cleaned = row([run])
         all_tta.append(tta)
         all_cleaned.append(cleaned)
+        if len(fold_runs) > 1:
+            cross, folds[run.name]["cleanup_chosen_on_other_folds"] = cross_fitted(run)
+            folds[run.name]["tta_cleanup_cross_fitted"] = mean_iou(cross.sum(0))
+            all_cross.append(cross)
     pooled, _, _ = row(fold_runs) if len(fold_runs) > 1 else (dict(next(iter(folds.values()))), None, None)
-    diff = paired_bootstrap(np.concatenate(all_tta), np.concatenate(all_cleaned))
-    pooled["file_cleanup_minus_tta"] = {"delta": diff.delta, "low": diff.low, "high": diff.high,
-                                        "images": diff.images}
+    pooled["file_cleanup_minus_tta"] = interval(all_tta, all_cleaned)
+    if all_cross:
+        pooled["tta_cleanup_cross_fitted"] = mean_iou(np.concatenate(all_cross).sum(0))
+        pooled["cross_fitted_cleanup_minus_tta"] = interval(all_tta, all_cross)
     return {"folds": folds, "pooled": pooled, "file_cleanup": thresholds}
 
 
@@ -97,16 +117,23 @@ def main(argv: list[str] | None = None) -> int:
 
     table = Table(title=f"{args.run}: post-processing ablation, mIoU % (cleanup of {args.model}: "
                         f"{len(thresholds)} classes)")
-    for col in ("", "images", "no TTA", "flip TTA", "TTA + file's cleanup", "TTA + cleanup chosen here"):
+    keys = ["no_tta", "tta", "tta_file_cleanup", "tta_cleanup_chosen_here"]
+    columns = ["", "images", "no TTA", "flip TTA", "TTA + file's cleanup", "TTA + cleanup chosen here"]
+    if "tta_cleanup_cross_fitted" in result["pooled"]:
+        keys.append("tta_cleanup_cross_fitted")
+        columns.append("TTA + cleanup chosen on the other folds")
+    for col in columns:
         table.add_column(col, justify="left" if not col else "right")
     for name, r in [*result["folds"].items(), *([("pooled", result["pooled"])] if len(result["folds"]) > 1 else [])]:
-        table.add_row(name, str(r["images"]), *(f"{r[k] * 100:.2f}" for k in
-                                                ("no_tta", "tta", "tta_file_cleanup", "tta_cleanup_chosen_here")))
+        table.add_row(name, str(r["images"]), *(f"{r[k] * 100:.2f}" for k in keys))
     console.print(table)
-    d = result["pooled"]["file_cleanup_minus_tta"]
-    console.print(f"file's cleanup minus flip TTA: {d['delta'] * 100:+.2f} points (95 % interval "
-                  f"{d['low'] * 100:+.2f} .. {d['high'] * 100:+.2f}, paired bootstrap over {d['images']} images)",
-                  markup=False)
+    for key, what in (("file_cleanup_minus_tta", "file's cleanup"),
+                      ("cross_fitted_cleanup_minus_tta", "cleanup chosen on the other folds")):
+        if key in result["pooled"]:
+            d = result["pooled"][key]
+            console.print(f"{what} minus flip TTA: {d['delta'] * 100:+.2f} points (95 % interval "
+                          f"{d['low'] * 100:+.2f} .. {d['high'] * 100:+.2f}, paired bootstrap over {d['images']} "
+                          "images)", markup=False)
     if args.json:
         atomic_write(args.json, json.dumps(result, indent=1).encode())
         console.print(f"wrote {args.json}", markup=False)

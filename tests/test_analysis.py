@@ -426,10 +426,15 @@ def test_postprocessing_ablation_scores_a_model_files_cleanup_on_held_out_folds(
         assert row["tta"] == row["no_tta"] < 1 and row["tta_file_cleanup"] > row["tta"]
         assert row["tta_cleanup_chosen_here"] >= row["tta_file_cleanup"] and "hood" in row["cleanup_chosen_here"]
     assert result["pooled"]["file_cleanup_minus_tta"]["delta"] > 0 and "pooled" in capsys.readouterr().out
+    # cross-fitted: each fold cleaned with what the rule picks on the other fold, which has the same speck
+    for fold in result["folds"].values():
+        assert "hood" in fold["cleanup_chosen_on_other_folds"] and fold["tta_cleanup_cross_fitted"] > fold["tta"]
+    assert result["pooled"]["cross_fitted_cleanup_minus_tta"]["delta"] > 0
 
     assert postprocessing([str(run), "--data", data, "--model", str(plain), "--folds", "1", "--json", str(out)]) == 0
     result = json.loads(out.read_text())
     assert list(result["folds"]) == ["fold1"] and result["pooled"]["tta_file_cleanup"] == result["pooled"]["tta"]
+    assert "cross_fitted_cleanup_minus_tta" not in result["pooled"]  # one fold: nothing to cross-fit from
     assert result["pooled"]["file_cleanup_minus_tta"]["delta"] == 0
 
     wrong = model_file(tmp_path / "wrong.safetensors", SCHEMA, cleanup={"enabled": True, "min_area": {"wheel": 0.01}})
