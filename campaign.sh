@@ -81,3 +81,6 @@ for fold in 1 2; do
   $PY -m analysis.oof_table runs/unet_effnet_ds_e32 --data "$DATA" --folds $fold \
     --out docs/results/unet_effnet_ds_e32_fold${fold}_oof_table.npz
 done
+# session 9, started at its end (resumes): the FPN family at the shipped schedule, fold 0, for the family gap and the
+# two-family ensemble at 32 epochs
+$PY train.py recipe=fpn_effnet fold=0 epochs=32 name=fpn_effnet_e32 2>&1 | log fpn_effnet_e32_fold0
