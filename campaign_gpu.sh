@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Campaign 2's fold-0 distillation test on one GPU inside a fixed time budget (README, "Campaign 2 on a
-# GPU"): a UNet-DS teacher trained about twice as long as its student, the student (KD from it) and the
+# Campaign 2's fold-0 distillation test on one GPU inside a fixed time budget (docs/campaign2.md, "A GPU lent for 15
+# minutes"): a UNet-DS teacher trained about twice as long as its student, the student (KD from it) and the
 # student's hard-label twin (same recipe, data and epochs), the final student on all 400 images taught
 # by the same teacher, GPU inference timing. Everything at 512 px (crops of 384), bf16 autocast.
 #
