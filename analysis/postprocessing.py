@@ -47,48 +47,46 @@ def ablation(fold_runs: list[Path], data: str, thresholds: dict[str, float]) -> 
     unknown = sorted(set(thresholds) - set(names))
     if unknown:
         raise AnalysisError(f"the model file's cleanup names classes {unknown} that {data} does not have")
-    by_index = {names.index(k): float(v) for k, v in thresholds.items()}
-    post = (lambda p: suppress_small_components(p, by_index)) if by_index else None
 
-    def row(runs: list[Path]) -> tuple[dict, np.ndarray, np.ndarray]:
-        oofs = gather_oof({"run": runs}, ds)
-        w = {"run": 1.0}
-        plain, tta = mix_confusions(oofs, w, False), mix_confusions(oofs, w, True)
-        cleaned = mix_confusions(oofs, w, True, post=post) if post else tta
-        chosen = choose_postprocessing(oofs, ds.schema.names, "run")
-        return ({"images": len(oofs.stems), "no_tta": mean_iou(plain.sum(0)), "tta": mean_iou(tta.sum(0)),
-                 "tta_file_cleanup": mean_iou(cleaned.sum(0)),
-                 "tta_cleanup_chosen_here": chosen["ablation"]["chosen_tta_plus_cleanup"]["miou"],
-                 "cleanup_chosen_here": chosen["cleanup"]["min_area"]}, tta, cleaned)
+    def cleaner(min_area: dict[str, float]):
+        index = {names.index(k): float(v) for k, v in min_area.items()}
+        return (lambda p: suppress_small_components(p, index)) if index else None
 
-    def cross_fitted(run: Path) -> tuple[np.ndarray, dict]:
-        """Confusions of ``run`` with the cleanup the rule chooses on the other folds."""
-        others = [r for r in fold_runs if r != run]
-        chosen = choose_postprocessing(gather_oof({"run": others}, ds), ds.schema.names, "run")["cleanup"]["min_area"]
-        index = {names.index(k): v for k, v in chosen.items()}
-        oofs = gather_oof({"run": [run]}, ds)
-        return mix_confusions(oofs, {"run": 1.0}, True,
-                              post=(lambda p: suppress_small_components(p, index)) if index else None), chosen
+    def score(runs: list[Path], cms: dict[str, np.ndarray]) -> dict:
+        """mIoU of each setting from its per-image confusions, and the cleanup chosen on ``runs`` themselves."""
+        chosen = choose_postprocessing(gather_oof({"run": runs}, ds), ds.schema.names, "run")
+        return {"images": len(cms["tta"]), **{k: mean_iou(v.sum(0)) for k, v in cms.items()},
+                "tta_cleanup_chosen_here": chosen["ablation"]["chosen_tta_plus_cleanup"]["miou"],
+                "cleanup_chosen_here": chosen["cleanup"]["min_area"]}
 
-    def interval(a, b) -> dict:
-        d = paired_bootstrap(np.concatenate(a), np.concatenate(b))
+    def interval(a: np.ndarray, b: np.ndarray) -> dict:
+        d = paired_bootstrap(a, b)
         return {"delta": d.delta, "low": d.low, "high": d.high, "images": d.images}
 
-    folds = {}
-    all_tta, all_cleaned, all_cross = [], [], []
+    post = cleaner(thresholds)
+    w = {"run": 1.0}
+    folds, per_fold = {}, []
     for run in fold_runs:
-        folds[run.name], tta, cleaned = row([run])
-        all_tta.append(tta)
-        all_cleaned.append(cleaned)
-        if len(fold_runs) > 1:
-            cross, folds[run.name]["cleanup_chosen_on_other_folds"] = cross_fitted(run)
-            folds[run.name]["tta_cleanup_cross_fitted"] = mean_iou(cross.sum(0))
-            all_cross.append(cross)
-    pooled, _, _ = row(fold_runs) if len(fold_runs) > 1 else (dict(next(iter(folds.values()))), None, None)
-    pooled["file_cleanup_minus_tta"] = interval(all_tta, all_cleaned)
-    if all_cross:
-        pooled["tta_cleanup_cross_fitted"] = mean_iou(np.concatenate(all_cross).sum(0))
-        pooled["cross_fitted_cleanup_minus_tta"] = interval(all_tta, all_cross)
+        oofs = gather_oof({"run": [run]}, ds)
+        tta = mix_confusions(oofs, w, True)
+        cms = {"no_tta": mix_confusions(oofs, w, False), "tta": tta,
+               "tta_file_cleanup": mix_confusions(oofs, w, True, post=post) if post else tta}
+        cross_choice = None
+        if len(fold_runs) > 1:  # the rule's choice on the other folds, scored on this one
+            others = [r for r in fold_runs if r != run]
+            cross_choice = choose_postprocessing(gather_oof({"run": others}, ds), ds.schema.names,
+                                                 "run")["cleanup"]["min_area"]
+            cross_post = cleaner(cross_choice)
+            cms["tta_cleanup_cross_fitted"] = mix_confusions(oofs, w, True, post=cross_post) if cross_post else tta
+        folds[run.name] = score([run], cms)
+        if cross_choice is not None:
+            folds[run.name]["cleanup_chosen_on_other_folds"] = cross_choice
+        per_fold.append(cms)
+    pooled_cms = {k: np.concatenate([c[k] for c in per_fold]) for k in per_fold[0]}
+    pooled = score(fold_runs, pooled_cms) if len(fold_runs) > 1 else dict(folds[fold_runs[0].name])
+    pooled["file_cleanup_minus_tta"] = interval(pooled_cms["tta"], pooled_cms["tta_file_cleanup"])
+    if "tta_cleanup_cross_fitted" in pooled_cms:
+        pooled["cross_fitted_cleanup_minus_tta"] = interval(pooled_cms["tta"], pooled_cms["tta_cleanup_cross_fitted"])
     return {"folds": folds, "pooled": pooled, "file_cleanup": thresholds}
 
 

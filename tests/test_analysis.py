@@ -402,19 +402,22 @@ def test_postprocessing_ablation_scores_a_model_files_cleanup_on_held_out_folds(
     from analysis.postprocessing import main as postprocessing
 
     C, S = SCHEMA.num_classes, 16
-    run = tmp_path / "runs" / "speck"
+    run, half = tmp_path / "runs" / "speck", tmp_path / "runs" / "speck_fold0_only"
     stems = dataset["stems"]
     for fold in (0, 1):
         fs = stems[fold::2]
-        views = []
+        views = {True: [], False: []}
         for s in fs:
             small = cv2.resize(cv2.imread(str(dataset["data"] / "masks" / f"{s}.png"), cv2.IMREAD_GRAYSCALE),
                                (S, S), interpolation=cv2.INTER_NEAREST)
             idx = SCHEMA.value_to_index[small]
+            views[False].append(np.eye(C, dtype=np.float32)[idx].transpose(2, 0, 1))
             idx[0, 0] = HOOD                          # false part: one pixel of a 16x16 prediction
-            views.append(np.eye(C, dtype=np.float32)[idx].transpose(2, 0, 1))
-        probs = to_uint8(np.stack(views))
+            views[True].append(np.eye(C, dtype=np.float32)[idx].transpose(2, 0, 1))
+        probs = to_uint8(np.stack(views[True]))
         save_oof(run / f"fold{fold}", fs, SCHEMA, S, fold, probs, probs)
+        probs = to_uint8(np.stack(views[fold == 0]))  # the second run: only fold 0 has the speck
+        save_oof(half / f"fold{fold}", fs, SCHEMA, S, fold, probs, probs)
     cleaning = model_file(tmp_path / "clean.safetensors", SCHEMA, cleanup={"enabled": True, "min_area": {"hood": 0.01}})
     plain = model_file(tmp_path / "plain.safetensors", SCHEMA, cleanup={"enabled": False, "min_area": {}})
     out = tmp_path / "pp.json"
@@ -430,6 +433,13 @@ def test_postprocessing_ablation_scores_a_model_files_cleanup_on_held_out_folds(
     for fold in result["folds"].values():
         assert "hood" in fold["cleanup_chosen_on_other_folds"] and fold["tta_cleanup_cross_fitted"] > fold["tta"]
     assert result["pooled"]["cross_fitted_cleanup_minus_tta"]["delta"] > 0
+    # only fold 0 has the speck: fold 1 is cleaned with fold 0's choice, fold 0 with fold 1's (nothing)
+    assert postprocessing([str(half), "--data", data, "--model", str(cleaning), "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["folds"]["fold0"]["cleanup_chosen_on_other_folds"] == {}
+    assert "hood" in result["folds"]["fold1"]["cleanup_chosen_on_other_folds"]
+    assert result["folds"]["fold0"]["tta_cleanup_cross_fitted"] == result["folds"]["fold0"]["tta"] < 1
+    assert result["folds"]["fold1"]["tta_cleanup_cross_fitted"] == result["folds"]["fold1"]["tta"]  # no speck to remove
 
     assert postprocessing([str(run), "--data", data, "--model", str(plain), "--folds", "1", "--json", str(out)]) == 0
     result = json.loads(out.read_text())
