@@ -84,3 +84,6 @@ done
 # session 9, started at its end (resumes): the FPN family at the shipped schedule, fold 0, for the family gap and the
 # two-family ensemble at 32 epochs
 $PY train.py recipe=fpn_effnet fold=0 epochs=32 name=fpn_effnet_e32 2>&1 | log fpn_effnet_e32_fold0
+# (README, "Distillation: every KD test"): the fold-1 teachers' ensemble, the teacher lead of the fold-1 KD test
+$PY distill.py --report-only recipe=student_unet name=report_e16_fold1 teachers=[unet_effnet_ds,fpn_effnet] \
+  teacher_folds=[1] 2>&1 | log report_e16_fold1
