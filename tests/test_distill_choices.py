@@ -198,6 +198,52 @@ def test_choose_postprocessing_without_anything_to_clean():
     assert post["cleanup"] == {"enabled": False, "min_area": {}}
 
 
+def cross_fit_problem() -> OOFSet:
+    """Four 32x32 images, two per fold (folds 0, 0, 1, 1), each with a real 6x6 part of both classes
+    (3.5 % of the image: no candidate threshold removes it). Class "speck": a false 2x2 speckle on
+    one image of each fold, so removing it pays on either fold. Class "small": two false 2x2
+    speckles on image 0 (fold 0) and a real 2x2 part on image 2 (fold 1). Pooled, removing small
+    components of "small" pays (8 false pixels go, 4 true ones with them); but the threshold chosen
+    on fold 0 removes fold 1's real part, and fold 1 chooses none: cross-fitted, it only hurts."""
+    masks, probs = [], []
+    for i in range(4):
+        mask = np.zeros((32, 32), np.int64)
+        p = np.zeros((3, 32, 32), np.float32)
+        p[0] = 1.0
+        blob(p, mask, 2, 2, 6, 6, 1)
+        blob(p, mask, 20, 20, 6, 6, 2)
+        if i in (0, 2):
+            blob(p, mask, 12, 12, 2, 2, 1, truth=False)
+        if i == 0:
+            blob(p, mask, 28, 2, 2, 2, 2, truth=False)
+            blob(p, mask, 2, 28, 2, 2, 2, truth=False)
+        if i == 2:
+            blob(p, mask, 28, 2, 2, 2, 2)
+        masks.append(mask)
+        probs.append(p)
+    oofs = oofset(masks, {"s": probs})
+    oofs.folds = [0, 0, 1, 1]
+    return oofs
+
+
+def test_cleanup_kept_only_where_it_pays_on_held_out_folds():
+    oofs = cross_fit_problem()
+    naive = choose_postprocessing(oofs, NAMES, "s", cross_fit=False)
+    assert naive["cleanup"]["min_area"] == {"speck": 0.01, "small": 0.01}  # chosen on all images, both pay
+    post = choose_postprocessing(oofs, NAMES, "s")
+    assert post["cleanup"] == {"enabled": True, "min_area": {"speck": 0.01}}
+    ab = post["ablation"]
+    assert ab["cleanup_dropped_by_cross_fitting"] == {"small": 0.01}
+    assert ab["cleanup_folds"] == [0, 1]
+    gains = ab["cleanup_cross_fitted_gain_per_class_lowres"]
+    assert gains["speck"] > 0 > gains["small"]
+    # held out, "small" (148 true pixels) loses fold 1's real 4 and keeps fold 0's 8 false ones
+    assert gains["small"] == pytest.approx(144 / (144 + 8 + 4) - 148 / (148 + 8))
+    # one fold only: nothing to cross-fit, the choice on all images stands
+    oofs.folds = [0, 0, 0, 0]
+    assert choose_postprocessing(oofs, NAMES, "s")["cleanup"]["min_area"] == {"speck": 0.01, "small": 0.01}
+
+
 # ------------------------------------------------------------------- soft-label and OOF caches
 @pytest.fixture
 def tiny_teacher(tiny_data, tmp_path, model_file):

@@ -30,17 +30,20 @@ class OOFSet:
     small_masks: np.ndarray           # masks at the OOF resolution, for fast threshold search
     plain: dict[str, list[np.ndarray]]  # name -> per image uint8 (C, S, S)
     flip: dict[str, list[np.ndarray]]
+    folds: list[int] | None = None      # held-out fold of each image (of the first group's runs), if known
 
 
 def gather_oof(groups: dict[str, list[Path]], ds: Dataset) -> OOFSet:
     """For each group (family) the OOF of its fold runs, restricted to images every group has."""
-    per_group = {}
+    per_group, fold_of = {}, {}
     for g, runs in groups.items():
         entries = {}
         for run in runs:
             oof: OOF = load_oof(run)
             for i, stem in enumerate(oof.stems):
                 entries[stem] = (oof.probs[i], oof.probs_flip[i])
+                if not per_group:
+                    fold_of[stem] = oof.fold
         per_group[g] = entries
     common = sorted(set.intersection(*(set(e) for e in per_group.values())))
     index = {s: i for i, s in enumerate(ds.stems)}
@@ -49,7 +52,8 @@ def gather_oof(groups: dict[str, list[Path]], ds: Dataset) -> OOFSet:
         raise DistillError(f"OOF images {missing[:5]} are not in the dataset {ds.data_dir}")
     return OOFSet(common, [ds.full_masks[index[s]] for s in common], ds.masks[[index[s] for s in common]],
                   {g: [e[s][0] for s in common] for g, e in per_group.items()},
-                  {g: [e[s][1] for s in common] for g, e in per_group.items()})
+                  {g: [e[s][1] for s in common] for g, e in per_group.items()},
+                  [fold_of[s] for s in common])
 
 
 def mix(oofs: OOFSet, weights: dict[str, float], tta: bool, i: int) -> np.ndarray:

@@ -105,7 +105,12 @@ def run(argv: list[str], cv: bool = False, final: bool = True, runs_dir: Path = 
                   f"cleanup {post['cleanup']['min_area'] or 'none'}; mIoU no TTA "
                   f"{post['ablation']['no_tta']['miou'] * 100:.2f}, TTA {post['ablation']['tta']['miou'] * 100:.2f}, "
                   f"chosen {post['ablation']['chosen_tta_plus_cleanup']['miou'] * 100:.2f}", markup=False)
-    report = {"rows": rows, "classes": list(ds.schema.names), "postprocessing": post, "ensemble_weights": weights,
+    if post["ablation"].get("cleanup_dropped_by_cross_fitting"):
+        console.print("cleanup that paid only on the images it was chosen on (cross-fitted over folds "
+                      f"{post['ablation']['cleanup_folds']}), left out: "
+                      f"{post['ablation']['cleanup_dropped_by_cross_fitting']}", markup=False)
+    report = {"rows": rows, "classes": list(ds.schema.names), "postprocessing": post,
+              "postprocessing_chosen_on": group if student_runs else f"family {group}", "ensemble_weights": weights,
               "excluded_families": dropped, "protocol": PROTOCOL if cv else "", "cv": cv_info,
               "settings": {k: cfg[k] for k in ("kd_weight", "kd_mix", "kd_loss", "temperature", "epochs", "image_size",
                                                "crop_size")}}
@@ -200,5 +205,16 @@ def write_report(work: Path, report: dict, names) -> None:
     versus = report["rows"].get("student (KD)", {}).get("vs_twin")
     if versus:
         md += f"\nStudent (KD) minus its hard-label twin, flip TTA: {versus['text']}\n"
+    post = report.get("postprocessing")
+    if post:
+        ab = post["ablation"]
+        md += (f"\nPost-processing chosen on the OOF predictions of {report.get('postprocessing_chosen_on', '?')}: "
+               f"flip TTA {'on' if post['tta']['hflip'] else 'off'}; cleanup "
+               f"{post['cleanup']['min_area'] or 'none'}. mIoU without TTA {ab['no_tta']['miou'] * 100:.2f}, "
+               f"flip TTA {ab['tta']['miou'] * 100:.2f}, chosen {ab['chosen_tta_plus_cleanup']['miou'] * 100:.2f} "
+               "(at the masks' resolution, on the images it was chosen on).\n")
+        if ab.get("cleanup_dropped_by_cross_fitting"):
+            md += (f"Cleanup left out because it did not pay cross-fitted (chosen on the other folds, scored on "
+                   f"each of folds {ab['cleanup_folds']}): {ab['cleanup_dropped_by_cross_fitting']}.\n")
     atomic_write(work / "oof_report.md", lambda p: p.write_text(md))
     console.print(f"OOF report: {work / 'oof_report.md'}, {work / 'oof_report.json'}", markup=False)

@@ -14,10 +14,16 @@ from .ensemble import OOFSet, evaluate_mix, iou_row, mix
 # Candidate minimum component areas, as fractions of the image area (0.01% .. 2%).
 CLEANUP_CANDIDATES = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 2e-2)
 
-def choose_postprocessing(oofs: OOFSet, names: tuple[str, ...], group: str) -> dict:
+def choose_postprocessing(oofs: OOFSet, names: tuple[str, ...], group: str, cross_fit: bool = True) -> dict:
     """Flip TTA on/off and per-class cleanup thresholds that raise OOF IoU (nnU-Net style: each
     class decided on its own, kept only if it helps). Returns the metadata ``tta``/``cleanup`` parts
     plus the ablation numbers.
+
+    With ``cross_fit`` and images from two folds or more (``oofs.folds``), a class keeps its cleanup
+    only if the rule also pays *cross-fitted*: for each fold, the threshold chosen on the other
+    folds is applied to that fold, and the class's IoU over all images so scored must rise. A
+    threshold that only fits the images it was chosen on is dropped (the ablation names it). The
+    threshold kept is the one chosen on all the images.
 
     The threshold search runs at the OOF resolution; an image is re-evaluated for (class, threshold)
     only if its prediction has a component of that class smaller than the threshold, otherwise
@@ -29,32 +35,60 @@ def choose_postprocessing(oofs: OOFSet, names: tuple[str, ...], group: str) -> d
     C = len(names)
     probs = [mix(oofs, w, use_tta, i) for i in range(len(oofs.stems))]
     labels = [p.argmax(0).astype(np.uint8) for p in probs]
-    cms = [confusion_matrix(m, lab, C) for m, lab in zip(oofs.small_masks, labels)]
-    base = np.sum(cms, axis=0)
+    cms = np.stack([confusion_matrix(m, lab, C) for m, lab in zip(oofs.small_masks, labels)])
+    base = cms.sum(0)
     base_iou = iou_per_class(base)
+    folds = np.asarray(oofs.folds) if oofs.folds is not None else np.zeros(len(labels), np.int64)
+    fold_ids = np.unique(folds)
+    cross = cross_fit and len(fold_ids) > 1
     chosen: dict[str, float] = {}
-    gains = {}
+    gains, cross_gains, dropped = {}, {}, {}
     for c in range(1, C):  # background is what remains, never cleaned on its own
         smallest = []
         for lab in labels:
             n, _, stats, _ = cv2.connectedComponentsWithStats((lab == c).view(np.uint8), connectivity=8)
             smallest.append(stats[1:, cv2.CC_STAT_AREA].min() / lab.size if n > 1 else np.inf)
-        best_gain, best_t = 0.0, None
-        for t in CLEANUP_CANDIDATES:
+        smallest = np.array(smallest)
+        # per threshold, how the confusion of each image it changes changes
+        deltas = {t: {int(i): confusion_matrix(oofs.small_masks[i], suppress_small_components(probs[i], {c: t}).argmax(0),
+                                               C) - cms[i] for i in np.flatnonzero(smallest < t)}
+                  for t in CLEANUP_CANDIDATES}
+
+        def best(use: np.ndarray) -> tuple[float, float | None]:
+            """The threshold that raises class c's IoU most over the images ``use`` selects, and its gain."""
+            cm0 = cms[use].sum(0)
+            before = iou_per_class(cm0)[c]
+            best_gain, best_t = 0.0, None
+            for t in CLEANUP_CANDIDATES:
+                cm = cm0 + sum((d for i, d in deltas[t].items() if use[i]), np.zeros_like(cm0))
+                gain = float(iou_per_class(cm)[c] - before)
+                if np.isfinite(gain) and gain > best_gain + 1e-4:
+                    best_gain, best_t = gain, t
+            return best_gain, best_t
+
+        best_gain, best_t = best(np.ones(len(labels), bool))
+        if best_t is None:
+            continue
+        if cross:
             cm = base.copy()
-            for i in np.flatnonzero(np.array(smallest) < t):
-                cleaned = suppress_small_components(probs[i], {c: t}).argmax(0)
-                cm += confusion_matrix(oofs.small_masks[i], cleaned, C) - cms[i]
-            gain = float(iou_per_class(cm)[c] - base_iou[c])
-            if np.isfinite(gain) and gain > best_gain + 1e-4:
-                best_gain, best_t = gain, t
-        if best_t is not None:
-            chosen[names[c]], gains[names[c]] = best_t, best_gain
+            for f in fold_ids:
+                _, t_f = best(folds != f)
+                if t_f is not None:
+                    cm += sum((d for i, d in deltas[t_f].items() if folds[i] == f), np.zeros_like(cm))
+            cross_gains[names[c]] = float(iou_per_class(cm)[c] - base_iou[c])
+            if not cross_gains[names[c]] > 1e-4:
+                dropped[names[c]] = best_t
+                continue
+        chosen[names[c]], gains[names[c]] = best_t, best_gain
     by_index = {names.index(n): t for n, t in chosen.items()}
     after = evaluate_mix(oofs, w, use_tta, post=(lambda p: suppress_small_components(p, by_index)) if by_index else None)
+    ablation = {"no_tta": iou_row(plain), "tta": iou_row(tta), "chosen_tta_plus_cleanup": iou_row(after),
+                "cleanup_gain_per_class_lowres": gains}
+    if cross:
+        ablation |= {"cleanup_cross_fitted_gain_per_class_lowres": cross_gains,
+                     "cleanup_dropped_by_cross_fitting": dropped, "cleanup_folds": [int(f) for f in fold_ids]}
     return {
         "tta": {"hflip": use_tta, "scales": [1.0]},
         "cleanup": {"enabled": bool(chosen), "min_area": chosen},
-        "ablation": {"no_tta": iou_row(plain), "tta": iou_row(tta),
-                     "chosen_tta_plus_cleanup": iou_row(after), "cleanup_gain_per_class_lowres": gains},
+        "ablation": ablation,
     }
