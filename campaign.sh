@@ -87,3 +87,17 @@ $PY train.py recipe=fpn_effnet fold=0 epochs=32 name=fpn_effnet_e32 2>&1 | log f
 # (README, "Distillation: every KD test"): the fold-1 teachers' ensemble, the teacher lead of the fold-1 KD test
 $PY distill.py --report-only recipe=student_unet name=report_e16_fold1 teachers=[unet_effnet_ds,fpn_effnet] \
   teacher_folds=[1] 2>&1 | log report_e16_fold1
+
+# session 10: the FPN family at the shipped schedule on folds 1 and 2 (fold 0 above), its OOF tables, and the report
+# of both 32-epoch families side by side (family gap, two-family ensemble = the teacher lead a 32-epoch student gets)
+for fold in 1 2; do
+  $PY train.py recipe=fpn_effnet fold=$fold epochs=32 name=fpn_effnet_e32 2>&1 | log fpn_effnet_e32_fold$fold
+done
+for fold in 0 1 2; do
+  $PY -m analysis.oof_table runs/fpn_effnet_e32 --data "$DATA" --folds $fold \
+    --out docs/results/fpn_effnet_e32_fold${fold}_oof_table.npz
+done
+$PY distill.py --report-only recipe=student_unet name=report_e32_both teachers=[unet_effnet_ds_e32,fpn_effnet_e32] \
+  teacher_folds=[0,1,2] 2>&1 | log report_e32_both
+$PY -m analysis.postprocessing runs/unet_effnet_ds_e32 --data "$DATA" --model weights/student.safetensors \
+  --json docs/results/shipped_postprocessing_e32_folds012_crossfit_rule.json 2>&1 | log postprocessing_e32_crossfit
