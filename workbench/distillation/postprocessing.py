@@ -49,9 +49,10 @@ def choose_postprocessing(oofs: OOFSet, names: tuple[str, ...], group: str, cros
             n, _, stats, _ = cv2.connectedComponentsWithStats((lab == c).view(np.uint8), connectivity=8)
             smallest.append(stats[1:, cv2.CC_STAT_AREA].min() / lab.size if n > 1 else np.inf)
         smallest = np.array(smallest)
-        # per threshold, how the confusion of each image it changes changes
-        deltas = {t: {int(i): confusion_matrix(oofs.small_masks[i], suppress_small_components(probs[i], {c: t}).argmax(0),
-                                               C) - cms[i] for i in np.flatnonzero(smallest < t)}
+        # per threshold, the change of each image's confusion (only images it can change)
+        deltas = {t: {int(i): confusion_matrix(oofs.small_masks[i],
+                                               suppress_small_components(probs[i], {c: t}).argmax(0), C) - cms[i]
+                      for i in np.flatnonzero(smallest < t)}
                   for t in CLEANUP_CANDIDATES}
 
         def best(use: np.ndarray) -> tuple[float, float | None]:
