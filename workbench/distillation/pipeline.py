@@ -28,7 +28,7 @@ from ..models.modelfile import load_model, save_model
 from ..evaluation.bootstrap import paired_bootstrap
 from .ensemble import (add_rows, evaluate_mix, gather_oof, iou_row, mix_confusions, oof_report, report_markdown,
                        report_table, select_families)
-from .postprocessing import choose_postprocessing
+from .postprocessing import choose_postprocessing, describe_postprocessing
 from .soft_labels import confidence_summary, soft_labels
 from .student import UNRECORDED_PRECISION, find_twin_run, finished_run, train_student, training_differences
 from .teachers import Teacher, collect_teachers, dataset_digest, ensure_oof, held_out_stems
@@ -101,16 +101,10 @@ def run(argv: list[str], cv: bool = False, final: bool = True, runs_dir: Path = 
     pp_oofs = gather_oof({group: student_runs}, ds) if student_runs else oofs
     post = choose_postprocessing(pp_oofs, ds.schema.names, group)
     console.print(report_table(rows, ds.schema.names))
-    console.print(f"post-processing chosen on OOF of {group}: flip TTA {post['tta']['hflip']}, "
-                  f"cleanup {post['cleanup']['min_area'] or 'none'}; mIoU no TTA "
-                  f"{post['ablation']['no_tta']['miou'] * 100:.2f}, TTA {post['ablation']['tta']['miou'] * 100:.2f}, "
-                  f"chosen {post['ablation']['chosen_tta_plus_cleanup']['miou'] * 100:.2f}", markup=False)
-    if post["ablation"].get("cleanup_dropped_by_cross_fitting"):
-        console.print("cleanup that paid only on the images it was chosen on (cross-fitted over folds "
-                      f"{post['ablation']['cleanup_folds']}), left out: "
-                      f"{post['ablation']['cleanup_dropped_by_cross_fitting']}", markup=False)
+    chosen_on = group if student_runs else f"family {group}"
+    console.print(describe_postprocessing(post, chosen_on), markup=False)
     report = {"rows": rows, "classes": list(ds.schema.names), "postprocessing": post,
-              "postprocessing_chosen_on": group if student_runs else f"family {group}", "ensemble_weights": weights,
+              "postprocessing_chosen_on": chosen_on, "ensemble_weights": weights,
               "excluded_families": dropped, "protocol": PROTOCOL if cv else "", "cv": cv_info,
               "settings": {k: cfg[k] for k in ("kd_weight", "kd_mix", "kd_loss", "temperature", "epochs", "image_size",
                                                "crop_size")}}
@@ -205,16 +199,7 @@ def write_report(work: Path, report: dict, names) -> None:
     versus = report["rows"].get("student (KD)", {}).get("vs_twin")
     if versus:
         md += f"\nStudent (KD) minus its hard-label twin, flip TTA: {versus['text']}\n"
-    post = report.get("postprocessing")
-    if post:
-        ab = post["ablation"]
-        md += (f"\nPost-processing chosen on the OOF predictions of {report.get('postprocessing_chosen_on', '?')}: "
-               f"flip TTA {'on' if post['tta']['hflip'] else 'off'}; cleanup "
-               f"{post['cleanup']['min_area'] or 'none'}. mIoU without TTA {ab['no_tta']['miou'] * 100:.2f}, "
-               f"flip TTA {ab['tta']['miou'] * 100:.2f}, chosen {ab['chosen_tta_plus_cleanup']['miou'] * 100:.2f} "
-               "(at the masks' resolution, on the images it was chosen on).\n")
-        if ab.get("cleanup_dropped_by_cross_fitting"):
-            md += (f"Cleanup left out because it did not pay cross-fitted (chosen on the other folds, scored on "
-                   f"each of folds {ab['cleanup_folds']}): {ab['cleanup_dropped_by_cross_fitting']}.\n")
+    if report.get("postprocessing"):
+        md += "\n" + describe_postprocessing(report["postprocessing"], report.get("postprocessing_chosen_on", "?")) + "\n"
     atomic_write(work / "oof_report.md", lambda p: p.write_text(md))
     console.print(f"OOF report: {work / 'oof_report.md'}, {work / 'oof_report.json'}", markup=False)

@@ -93,3 +93,18 @@ def choose_postprocessing(oofs: OOFSet, names: tuple[str, ...], group: str, cros
         "cleanup": {"enabled": bool(chosen), "min_area": chosen},
         "ablation": ablation,
     }
+
+
+def describe_postprocessing(post: dict, chosen_on: str) -> str:
+    """One paragraph for the console and the OOF report: what was chosen, on what, what it scores,
+    and which cleanup thresholds cross-fitting left out."""
+    ab = post["ablation"]
+    text = (f"Post-processing chosen on the OOF predictions of {chosen_on}: flip TTA "
+            f"{'on' if post['tta']['hflip'] else 'off'}; cleanup {post['cleanup']['min_area'] or 'none'}. "
+            f"mIoU without TTA {ab['no_tta']['miou'] * 100:.2f}, flip TTA {ab['tta']['miou'] * 100:.2f}, chosen "
+            f"{ab['chosen_tta_plus_cleanup']['miou'] * 100:.2f} (at the masks' resolution, on the images it was "
+            "chosen on).")
+    if ab.get("cleanup_dropped_by_cross_fitting"):
+        text += ("\nCleanup left out because it did not pay cross-fitted (chosen on the other folds, scored on "
+                 f"each of folds {ab['cleanup_folds']}): {ab['cleanup_dropped_by_cross_fitting']}.")
+    return text
