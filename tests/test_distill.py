@@ -13,6 +13,8 @@ from workbench.core import config
 from workbench.data import load_dataset
 from workbench.distillation.pipeline import run as distill
 from workbench.distillation.teachers import collect_teachers, held_out_stems
+from workbench.evaluation.metrics import iou_per_class
+from workbench.evaluation.oof_table import load_table
 from workbench.exceptions import DistillError
 from workbench.data.folds import split_for
 from workbench.models.modelfile import read_metadata
@@ -193,6 +195,11 @@ def test_report_only_writes_the_oof_table_and_trains_nothing(tiny_data, teachers
     assert {"family ta", "family tb", "ensemble (mean)"} <= set(report["rows"])
     best = max(("ta", "tb"), key=lambda f: report["rows"][f"family {f}"]["tta"]["miou"])
     assert report["postprocessing"]["ablation"]["tta"] == report["rows"][f"family {best}"]["tta"]
+    # the teaching ensemble's per-image confusions, for a bootstrap of its lead: they sum to its row
+    table = load_table(teachers / "student" / "teaching_ensemble_oof_table.npz")
+    for key, confusion in (("tta", table.confusion), ("plain", table.confusion_plain)):
+        assert report["rows"]["ensemble (mean)"][key]["miou"] == pytest.approx(np.nanmean(iou_per_class(confusion.sum(0))))
+    assert table.tta and len(table.stems) == report["rows"]["ensemble (mean)"]["images"]
     assert not (tmp_path / "s.safetensors").exists() and not list((teachers / "student").glob("fold*"))
     assert not (teachers / "student" / "full").exists()
 

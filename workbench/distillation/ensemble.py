@@ -1,7 +1,8 @@
 """The teachers' out-of-fold (OOF) evaluation: per-class IoU of every teacher fold, every family
 (its folds' OOF predictions together), the probability-mean ensemble and an ensemble with family
 weights fitted on OOF data, with and without flip TTA; the students and baselines scored beside them;
-and the choice of which families may teach (:func:`select_families`).
+and the choice of which families may teach (:func:`select_families`). :func:`mix_table` keeps an
+ensemble's per-image confusions as an OOF table, so its lead over a single model can be bootstrapped.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from ..reports.format import md_text
 from ..exceptions import DistillError
 from ..evaluation.metrics import confusion_from_probs as evaluate_probs
 from ..evaluation.metrics import confusion_matrix, iou_per_class
+from ..evaluation.oof_table import OOFTable
 from ..training.oof import OOF, load_oof
 from .teachers import Teacher
 
@@ -94,6 +96,20 @@ def evaluate_mix(oofs: OOFSet, weights: dict[str, float], tta: bool, full_res: b
     return iou_per_class(mix_confusions(oofs, weights, tta, full_res, post).sum(0))
 
 
+def mix_table(oofs: OOFSet, weights: dict[str, float], ds: Dataset) -> OOFTable:
+    """The per-image confusions of a weighted mix, with and without flip TTA, as an OOF table
+    (:mod:`workbench.evaluation.oof_table`)."""
+    return OOFTable(list(oofs.stems), list(ds.schema.names), list(ds.schema.values),
+                    mix_confusions(oofs, weights, True), mix_confusions(oofs, weights, False), True)
+
+
+def table_row(table: OOFTable, kind: str, **extra) -> dict:
+    """A report row (per-class IoU with and without flip TTA) from an OOF table."""
+    return {"kind": kind, "images": len(table.stems), **extra,
+            "plain": iou_row(iou_per_class(table.confusion_plain.sum(0))),
+            "tta": iou_row(iou_per_class(table.confusion.sum(0)))}
+
+
 def fit_weights(oofs: OOFSet, step: float = 0.1) -> dict[str, float]:
     """Grid search of ensemble weights on the simplex (OOF resolution, with TTA)."""
     groups = list(oofs.plain)
@@ -116,10 +132,10 @@ def iou_row(iou: np.ndarray) -> dict:
     return {"miou": float(np.nanmean(iou)), "iou": [None if not np.isfinite(v) else float(v) for v in iou]}
 
 
-def oof_report(teachers: list[Teacher], ds: Dataset) -> tuple[dict, OOFSet, dict]:
+def oof_report(teachers: list[Teacher], ds: Dataset) -> tuple[dict, OOFSet, dict, OOFTable]:
     """Rows: each teacher fold, each family, the probability-mean ensemble and the OOF-fitted
     weighted ensemble; each with per-class IoU with and without flip TTA. Also returns the aligned
-    OOF set of the families and the fitted weights."""
+    OOF set of the families, the fitted weights and the probability-mean ensemble's OOF table."""
     rows = {}
     for t in teachers:  # each teacher on its own held-out fold
         add_rows(rows, ds, {t.label: [t.run_dir]}, "teacher")
@@ -132,15 +148,14 @@ def oof_report(teachers: list[Teacher], ds: Dataset) -> tuple[dict, OOFSet, dict
                                  "plain": iou_row(evaluate_mix(oofs, {fam: 1}, False)),
                                  "tta": iou_row(evaluate_mix(oofs, {fam: 1}, True))}
     equal = {f: 1.0 for f in families}
-    rows["ensemble (mean)"] = {"kind": "ensemble", "images": len(oofs.stems), "weights": equal,
-                               "plain": iou_row(evaluate_mix(oofs, equal, False)),
-                               "tta": iou_row(evaluate_mix(oofs, equal, True))}
+    mean = mix_table(oofs, equal, ds)
+    rows["ensemble (mean)"] = table_row(mean, "ensemble", weights=equal)
     fitted = fit_weights(oofs)
     if len(families) > 1:
         rows["ensemble (OOF-fitted weights)"] = {
             "kind": "ensemble", "images": len(oofs.stems), "weights": fitted,
             "plain": iou_row(evaluate_mix(oofs, fitted, False)), "tta": iou_row(evaluate_mix(oofs, fitted, True))}
-    return rows, oofs, fitted
+    return rows, oofs, fitted, mean
 
 
 def add_rows(rows: dict, ds: Dataset, named_runs: dict[str, list[Path]], kind: str) -> dict:

@@ -26,8 +26,9 @@ from ..core.runtime import effective_precision, resolve_device
 from ..data.folds import split_for
 from ..models.modelfile import load_model, save_model
 from ..evaluation.bootstrap import paired_bootstrap
-from .ensemble import (add_rows, evaluate_mix, gather_oof, iou_row, mix_confusions, oof_report, report_markdown,
-                       report_table, select_families)
+from ..evaluation.oof_table import save_table
+from .ensemble import (add_rows, gather_oof, mix_confusions, mix_table, oof_report, report_markdown, report_table,
+                       select_families, table_row)
 from .postprocessing import choose_postprocessing, describe_postprocessing
 from .soft_labels import confidence_summary, soft_labels
 from .student import UNRECORDED_PRECISION, find_twin_run, finished_run, train_student, training_differences
@@ -61,15 +62,17 @@ def run(argv: list[str], cv: bool = False, final: bool = True, runs_dir: Path = 
     base = dict(cfg, folds_file=folds_file)
     work = runs_dir / cfg["name"]
 
-    rows, oofs, _ = oof_report(teachers, ds)
+    rows, oofs, _, teaching = oof_report(teachers, ds)
     weights, dropped = select_families(rows, cfg["family_max_gap"])
     for line in dropped:
         console.print(line, markup=False)
     console.print(f"teaching families (equal weights): {sorted(weights)}", markup=False)
     if len(weights) < len(oofs.plain):
-        rows["ensemble (teaching families)"] = {"kind": "ensemble", "images": len(oofs.stems), "weights": weights,
-                                                "plain": iou_row(evaluate_mix(oofs, weights, False)),
-                                                "tta": iou_row(evaluate_mix(oofs, weights, True))}
+        teaching = mix_table(oofs, weights, ds)
+        rows["ensemble (teaching families)"] = table_row(teaching, "ensemble", weights=weights)
+    # the soft labels' source, image by image: its lead over a single model can be bootstrapped
+    # (python -m analysis.bootstrap --b runs/<name>/teaching_ensemble_oof_table.npz)
+    save_table(work / "teaching_ensemble_oof_table.npz", teaching)
     distill_meta = {"temperature": cfg["temperature"], "kd_weight": cfg["kd_weight"], "kd_mix": cfg["kd_mix"],
                     "kd_loss": cfg["kd_loss"], "family_weights": weights,
                     "excluded": dropped, "protocol": PROTOCOL}
