@@ -107,3 +107,12 @@ $PY -m analysis.postprocessing runs/unet_effnet_ds_e32 --data "$DATA" --model we
 # the shipped recipe at the masks' 512^2 resolution, same 256^2 crops (a training step costs the same), fold 0
 $PY train.py recipe=unet_effnet_ds fold=0 epochs=32 image_size=512 name=unet_effnet_ds_e32_512 2>&1 \
   | log unet_effnet_ds_e32_512_fold0
+
+# session 11: the FPN fold 2 at 32 epochs and its OOF table (session 10's loops above) finished; both 32-epoch
+# families over folds 0-2 (the report also writes the teaching ensemble's per-image OOF table, for the bootstrap
+# of its lead over the UNet-DS), then the 32-epoch UNet-DS student of fold 0 taught by both 32-epoch families,
+# against its twin (the 32-epoch UNet-DS)
+$PY distill.py --report-only recipe=student_unet name=report_e32_both teachers=[unet_effnet_ds_e32,fpn_effnet_e32] \
+  teacher_folds=[0,1,2] 2>&1 | log report_e32_both
+$PY distill.py --cv-only recipe=student_unet name=kd_unet_e32b teachers=[unet_effnet_ds_e32,fpn_effnet_e32] \
+  teacher_folds=[0] cv_folds=[0] epochs=32 twin=unet_effnet_ds_e32 2>&1 | log kd_unet_e32b

@@ -10,7 +10,8 @@
     python distill.py --publish runs/fpn_effnet/fold0 [RUN ...]      # keep a finished teacher (fp16) in
                                                                      # weights/teachers/ for a new machine
 
-Outputs: runs/<name>/ (soft-label cache, per-fold students with --cv, full student, oof_report.json/.md)
+Outputs: runs/<name>/ (soft-label cache, per-fold students with --cv, full student, oof_report.json/.md,
+teaching_ensemble_oof_table.npz: the soft labels' source scored image by image, for analysis.bootstrap)
 and the exported model file (export=..., by default runs/<name>/student.safetensors).
 """
 
