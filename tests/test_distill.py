@@ -13,8 +13,10 @@ from workbench.core import config
 from workbench.data import load_dataset
 from workbench.distillation.pipeline import run as distill
 from workbench.distillation.teachers import collect_teachers, held_out_stems
-from workbench.evaluation.metrics import iou_per_class
+from workbench.evaluation.metrics import confusion_from_probs, iou_per_class
 from workbench.evaluation.oof_table import load_table
+from workbench.inference.tta import merge_views
+from workbench.training.oof import load_oof
 from workbench.exceptions import DistillError
 from workbench.data.folds import split_for
 from workbench.models.modelfile import read_metadata
@@ -190,16 +192,33 @@ def test_twin_names_the_recipe_whose_run_is_the_twin(tiny_data, teachers, tmp_pa
 
 def test_report_only_writes_the_oof_table_and_trains_nothing(tiny_data, teachers, tmp_path):
     args = student_args(tiny_data, tmp_path, tmp_path / "s.safetensors")
+    rng = np.random.default_rng(0)  # 2-step teachers predict nearly one class; random OOF views tell mixes apart
+    for run in teachers.glob("t?/fold*"):
+        for name in ("oof_probs.npy", "oof_probs_flip.npy"):
+            shape = np.load(run / name, mmap_mode="r").shape
+            np.save(run / name, rng.integers(0, 256, shape, dtype=np.uint8))
     assert distill(args, cv=False, final=False, runs_dir=teachers) == 0
     report = json.loads((teachers / "student" / "oof_report.json").read_text())
     assert {"family ta", "family tb", "ensemble (mean)"} <= set(report["rows"])
     best = max(("ta", "tb"), key=lambda f: report["rows"][f"family {f}"]["tta"]["miou"])
     assert report["postprocessing"]["ablation"]["tta"] == report["rows"][f"family {best}"]["tta"]
-    # the teaching ensemble's per-image confusions, for a bootstrap of its lead: they sum to its row
+    # the teaching ensemble's per-image confusions, for a bootstrap of its lead: they sum to its row, and
+    # each image's is the mean of both families' probabilities (flip TTA: of each family's two views)
     table = load_table(teachers / "student" / "teaching_ensemble_oof_table.npz")
     for key, confusion in (("tta", table.confusion), ("plain", table.confusion_plain)):
         assert report["rows"]["ensemble (mean)"][key]["miou"] == pytest.approx(np.nanmean(iou_per_class(confusion.sum(0))))
     assert table.tta and len(table.stems) == report["rows"]["ensemble (mean)"]["images"]
+    cfg = config.resolve(args)
+    ds = load_dataset(cfg["data"], cfg["image_size"])
+    oofs = {(f, fold): load_oof(teachers / f / f"fold{fold}") for f in ("ta", "tb") for fold in FOLDS}
+    for i, stem in enumerate(table.stems):
+        views = [o.views(o.stems.index(stem)) for o in oofs.values() if stem in o.stems]
+        assert len(views) == 2  # one held-out prediction per family
+        mask = ds.full_masks[ds.stems.index(stem)]
+        C, near = len(table.classes), mask.size // 1000  # float rounding may flip a near-tie pixel or two
+        tta = confusion_from_probs([sum(merge_views(*v) for v in views) / 2], [mask], C)
+        plain = confusion_from_probs([sum(v[0] for v in views) / 2], [mask], C)
+        assert np.abs(table.confusion[i] - tta).sum() <= 2 * near and np.abs(table.confusion_plain[i] - plain).sum() <= 2 * near
     assert not (tmp_path / "s.safetensors").exists() and not list((teachers / "student").glob("fold*"))
     assert not (teachers / "student" / "full").exists()
 
