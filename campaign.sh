@@ -116,3 +116,6 @@ $PY distill.py --report-only recipe=student_unet name=report_e32_both teachers=[
   teacher_folds=[0,1,2] 2>&1 | log report_e32_both
 $PY distill.py --cv-only recipe=student_unet name=kd_unet_e32b teachers=[unet_effnet_ds_e32,fpn_effnet_e32] \
   teacher_folds=[0] cv_folds=[0] epochs=32 twin=unet_effnet_ds_e32 2>&1 | log kd_unet_e32b
+# session 11, started at its end (resumes): the shipped recipe for 64 epochs on fold 0 -- does the schedule still pay
+# (the 32-epoch runs peaked at epochs 31, 32 and 30 of 32)? If it does, it also makes a stronger teacher.
+$PY train.py recipe=unet_effnet_ds fold=0 epochs=64 name=unet_effnet_ds_e64 2>&1 | log unet_effnet_ds_e64_fold0
