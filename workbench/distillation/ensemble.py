@@ -144,27 +144,20 @@ def oof_report(teachers: list[Teacher], ds: Dataset) -> tuple[dict, OOFSet, dict
         families.setdefault(t.family, []).append(t.run_dir)
     oofs = gather_oof(families, ds)
     for fam in families:
-        rows[f"family {fam}"] = {"kind": "family", "images": len(oofs.stems),
-                                 "plain": iou_row(evaluate_mix(oofs, {fam: 1}, False)),
-                                 "tta": iou_row(evaluate_mix(oofs, {fam: 1}, True))}
+        rows[f"family {fam}"] = table_row(mix_table(oofs, {fam: 1}, ds), "family")
     equal = {f: 1.0 for f in families}
     mean = mix_table(oofs, equal, ds)
     rows["ensemble (mean)"] = table_row(mean, "ensemble", weights=equal)
     fitted = fit_weights(oofs)
     if len(families) > 1:
-        rows["ensemble (OOF-fitted weights)"] = {
-            "kind": "ensemble", "images": len(oofs.stems), "weights": fitted,
-            "plain": iou_row(evaluate_mix(oofs, fitted, False)), "tta": iou_row(evaluate_mix(oofs, fitted, True))}
+        rows["ensemble (OOF-fitted weights)"] = table_row(mix_table(oofs, fitted, ds), "ensemble", weights=fitted)
     return rows, oofs, fitted, mean
 
 
 def add_rows(rows: dict, ds: Dataset, named_runs: dict[str, list[Path]], kind: str) -> dict:
     """Add one row per name, scoring the OOF predictions of its fold runs (student, baselines)."""
     for name, runs in named_runs.items():
-        o = gather_oof({name: runs}, ds)
-        rows[name] = {"kind": kind, "images": len(o.stems),
-                      "plain": iou_row(evaluate_mix(o, {name: 1}, False)),
-                      "tta": iou_row(evaluate_mix(o, {name: 1}, True))}
+        rows[name] = table_row(mix_table(gather_oof({name: runs}, ds), {name: 1}, ds), kind)
     return rows
 
 
