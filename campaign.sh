@@ -119,3 +119,11 @@ $PY distill.py --cv-only recipe=student_unet name=kd_unet_e32b teachers=[unet_ef
 # session 11, started at its end (resumes): the shipped recipe for 64 epochs on fold 0 -- does the schedule still pay
 # (the 32-epoch runs peaked at epochs 31, 32 and 30 of 32)? If it does, it also makes a stronger teacher.
 $PY train.py recipe=unet_effnet_ds fold=0 epochs=64 name=unet_effnet_ds_e64 2>&1 | log unet_effnet_ds_e64_fold0
+# session 12: that run's OOF table and its gain over 32 epochs (+2.14, beyond noise: adopted), then the final
+# model of the 64-epoch recipe on all 400 images (hard labels; post-processing chosen on the 64-epoch fold-0 OOF)
+$PY -m analysis.oof_table runs/unet_effnet_ds_e64 --data "$DATA" --folds 0 \
+  --out docs/results/unet_effnet_ds_e64_fold0_oof_table.npz 2>&1 | log oof_table_unet_e64_f0
+$PY -m analysis.bootstrap --a docs/results/unet_effnet_ds_e32_fold0_oof_table.npz \
+  --b docs/results/unet_effnet_ds_e64_fold0_oof_table.npz 2>&1 | log bootstrap_e32_vs_e64_f0
+$PY distill.py recipe=student_unet name=final_e64 kd_weight=0 epochs=64 teachers=[unet_effnet_ds_e64] \
+  teacher_folds=[0] 2>&1 | log final_e64
