@@ -450,3 +450,80 @@ def test_postprocessing_ablation_scores_a_model_files_cleanup_on_held_out_folds(
     wrong = model_file(tmp_path / "wrong.safetensors", SCHEMA, cleanup={"enabled": True, "min_area": {"wheel": 0.01}})
     assert postprocessing([str(run), "--data", data, "--model", str(wrong)]) == 2
     assert "['wheel']" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------------- photo resolution
+
+COLOURS = np.array([[200, 60, 60], [60, 200, 60], [60, 60, 200], [200, 200, 60], [220, 220, 220]])  # _car's parts
+
+
+class _ColourOracle:
+    """A 'model' that reads the part off the paint colour of _car's photos: perfect at full size,
+    wrong where shrinking blends a part's colour with its neighbours'. Records what it predicted."""
+
+    def __init__(self, model_file: Path):
+        self.schema, self.model_file, self.calls = SCHEMA, model_file, []
+
+    def predict_labels(self, image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+        assert image.shape[:2] == size  # the shrunk photo, predicted at its own size
+        self.calls.append(size)
+        dist = np.linalg.norm(image[..., None, :].astype(float) - COLOURS, axis=-1)
+        return np.where(dist.min(-1) < 40, dist.argmin(-1) + 1, BG).astype(np.uint8)
+
+
+def test_shrunk_source_scores_each_fold_with_its_own_model_at_the_shrunk_size(dataset, tmp_path):
+    from workbench.evaluation.metrics import mean_iou
+    from workbench.evaluation.oof_table import score_source
+    from workbench.evaluation.resolution import ShrunkSource, shrunk_shape
+
+    assert shrunk_shape((300, 400), 200) == (150, 200) and shrunk_shape((100, 50), 200) == (100, 50)
+    assert shrunk_shape((1000, 3), 10) == (10, 1)
+    run, data = tmp_path / "run", tmp_path / "data"
+    shutil.copytree(dataset["run"], run)
+    shutil.copytree(dataset["data"], data)
+    for i, stem in enumerate(dataset["stems"]):  # lossless photos: the oracle reads exact colours
+        (data / "images" / f"{stem}.jpg").unlink()
+        cv2.imwrite(str(data / "images" / f"{stem}.png"), cv2.cvtColor(_car(shift=i - 2, seed=i)[0], cv2.COLOR_RGB2BGR))
+    for fold in (0, 1):
+        (run / f"fold{fold}" / "model.safetensors").write_bytes(b"fold model")
+    made = {}
+
+    def oracle(model_file, device):
+        made[model_file.parent.name] = _ColourOracle(model_file)
+        return made[model_file.parent.name]
+
+    full = ShrunkSource(run, data, 64, make_predictor=oracle)  # larger than the 32-px photos: as they are
+    assert full.stems == sorted(dataset["stems"])
+    table = score_source(full)
+    assert mean_iou(table.confusion.sum(0)) == 1.0 and (table.confusion.sum((1, 2)) == 32 * 32).all()
+    assert made["fold0"].calls == [(32, 32)] * 2 and made["fold1"].calls == [(32, 32)] * 2  # held-out stems only
+
+    small = score_source(ShrunkSource(run, data, 12, make_predictor=oracle))
+    assert (small.confusion.sum((1, 2)) == 12 * 12).all() and 0.3 < mean_iou(small.confusion.sum(0)) < 1.0
+    assert made["fold0"].calls == [(12, 12)] * 2
+    item = ShrunkSource(run, data, 12, folds=[1], make_predictor=oracle).get(dataset["stems"][1])
+    assert item.gt.shape == item.pred.shape == item.image.shape[:2] == (12, 12)
+    assert set(np.unique(item.gt)) <= {BG, FL, BL, HOOD}  # nearest neighbour: no new labels
+
+
+def test_resolution_cli_writes_tables_and_refuses_a_run_without_model_files(dataset, tmp_path, model_file, capsys):
+    """End to end with the real Predictor (a random tiny model file): every size scored at that size,
+    compared with the largest; a fold without its model file is a one-line error."""
+    from analysis.resolution import main as resolution
+    from workbench.evaluation.oof_table import load_table
+
+    run = tmp_path / "run"
+    shutil.copytree(dataset["run"], run)
+    model_file(run / "fold0" / "model.safetensors", SCHEMA, input_size=32, tta={"hflip": True})
+    out = tmp_path / "res"
+    assert resolution([str(run), "--data", str(dataset["data"]), "--folds", "0", "--sizes", "16", "32",
+                       "--out", str(out)]) == 0
+    result = json.loads((out / "resolution.json").read_text())
+    assert result["reference_px"] == 32 and result["images"] == 2 and set(result["sizes"]) == {"32", "16"}
+    assert "minus_reference" in result["sizes"]["16"] and "minus_reference" not in result["sizes"]["32"]
+    t16 = load_table(out / "oof_table_16px.npz")
+    assert t16.stems == dataset["stems"][0::2] and t16.tta is True and (t16.confusion.sum((1, 2)) == 256).all()
+    assert "minus 32 px" in capsys.readouterr().out
+    assert resolution([str(run), "--data", str(dataset["data"]), "--folds", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "fold1: no model.safetensors" in err and "Traceback" not in err

@@ -223,10 +223,13 @@ class OOFSource:
         path = self._img.get(stem)
         return None if path is None else load_image(path)
 
+    def mask(self, stem: str) -> np.ndarray:
+        """(H, W) uint8 class indices of the ground truth of ``stem``."""
+        return load_mask(self._gt[stem], self.schema, strict=False)
+
     def get(self, stem: str) -> Item:
         oof, i = self._where[stem]
-        gt_path = self._gt[stem]
-        gt = load_mask(gt_path, self.schema, strict=False)
+        gt = self.mask(stem)
         plain, mirrored = oof.views(i)
         pred_plain, pred_mirror = probs_to_labels(plain, gt.shape), probs_to_labels(mirrored, gt.shape)
         pred = probs_to_labels(merge_views(plain, mirrored), gt.shape) if self.tta else pred_plain

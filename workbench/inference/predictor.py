@@ -125,11 +125,16 @@ class Predictor:
         """Class indices -> the schema's pixel values (0, 32, 64, ... for the default schema)."""
         return cv2.LUT(labels, self._lut)
 
-    def predict(self, image: np.ndarray, size: tuple[int, int] | None = None) -> np.ndarray:
-        """One (H, W, 3) uint8 RGB image -> (H, W) uint8 mask of schema values (``size`` overrides
-        the output size, e.g. for an image decoded at reduced size)."""
+    def predict_labels(self, image: np.ndarray, size: tuple[int, int] | None = None) -> np.ndarray:
+        """One (H, W, 3) uint8 RGB image -> (H, W) uint8 class indices (``size`` overrides the
+        output size, e.g. for an image decoded at reduced size)."""
         probs = self.cleanup(self.forward(self.prepare(image)[None])[0])
-        return self.to_values(self.to_labels(probs, size or image.shape[:2]))
+        return self.to_labels(probs, size or image.shape[:2])
+
+    def predict(self, image: np.ndarray, size: tuple[int, int] | None = None) -> np.ndarray:
+        """One (H, W, 3) uint8 RGB image -> (H, W) uint8 mask of schema values (``size`` as in
+        :meth:`predict_labels`)."""
+        return self.to_values(self.predict_labels(image, size))
 
     def predict_file(self, path: str | Path) -> np.ndarray:
         """Mask of an image file, at its displayed size (EXIF orientation applied)."""
