@@ -501,9 +501,12 @@ def test_shrunk_source_scores_each_fold_with_its_own_model_at_the_shrunk_size(da
     small = score_source(ShrunkSource(run, data, 12, make_predictor=oracle))
     assert (small.confusion.sum((1, 2)) == 12 * 12).all() and 0.3 < mean_iou(small.confusion.sum(0)) < 1.0
     assert made["fold0"].calls == [(12, 12)] * 2
-    item = ShrunkSource(run, data, 12, folds=[1], make_predictor=oracle).get(dataset["stems"][1])
-    assert item.gt.shape == item.pred.shape == item.image.shape[:2] == (12, 12)
-    assert set(np.unique(item.gt)) <= {BG, FL, BL, HOOD}  # nearest neighbour: no new labels
+    fold1 = ShrunkSource(run, data, 12, folds=[1], make_predictor=oracle)
+    assert fold1.stems == dataset["stems"][1::2]
+    for stem in fold1.stems:
+        item = fold1.get(stem)
+        assert item.gt.shape == item.pred.shape == item.image.shape[:2] == (12, 12)
+        assert set(np.unique(item.gt)) <= {BG, FL, BL, HOOD}  # nearest neighbour: no new labels
 
 
 def test_resolution_cli_writes_tables_and_refuses_a_run_without_model_files(dataset, tmp_path, model_file, capsys):
