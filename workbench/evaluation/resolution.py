@@ -70,7 +70,8 @@ class ShrunkSource:
             for stem in held_out.stems:
                 self._where[stem] = (held_out, predictor)
         self.stems = sorted(self._where)
-        self.tta = bool(getattr(next(iter(self._where.values()))[1], "hflip", False)) if self._where else False
+        # the table says "flip TTA" only if every fold's model file asks for it
+        self.tta = bool(self._where) and all(getattr(p, "hflip", False) for _, p in self._where.values())
 
     @property
     def expected(self) -> int:
