@@ -125,5 +125,8 @@ $PY -m analysis.oof_table runs/unet_effnet_ds_e64 --data "$DATA" --folds 0 \
   --out docs/results/unet_effnet_ds_e64_fold0_oof_table.npz 2>&1 | log oof_table_unet_e64_f0
 $PY -m analysis.bootstrap --a docs/results/unet_effnet_ds_e32_fold0_oof_table.npz \
   --b docs/results/unet_effnet_ds_e64_fold0_oof_table.npz 2>&1 | log bootstrap_e32_vs_e64_f0
+# how the 64-epoch fold-0 model's score depends on the photo's size (held-out photos shrunk, inference's path)
+$PY -m analysis.resolution runs/unet_effnet_ds_e64 --data "$DATA" --folds 0 --sizes 512 384 256 192 \
+  --out docs/results/resolution_unet_effnet_ds_e64_fold0 2>&1 | log resolution_e64_f0
 $PY distill.py recipe=student_unet name=final_e64 kd_weight=0 epochs=64 teachers=[unet_effnet_ds_e64] \
   teacher_folds=[0] 2>&1 | log final_e64
