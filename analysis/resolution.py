@@ -17,6 +17,7 @@ table shows which parts suffer. --out writes resolution.json and one OOF table p
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
 from pathlib import Path
@@ -42,11 +43,12 @@ def main(argv: list[str] | None = None) -> int:
     from workbench.evaluation.bootstrap import paired_bootstrap
     from workbench.evaluation.metrics import iou_per_class, mean_iou
     from workbench.evaluation.oof_table import save_table, score_source
-    from workbench.evaluation.resolution import ShrunkSource
+    from workbench.evaluation.resolution import ShrunkSource, default_predictor
 
+    make_predictor = functools.cache(default_predictor)  # each fold's model file loaded once, not once per size
     tables = {}
     for size in sizes:
-        source = ShrunkSource(args.run, args.data, size, args.folds, args.device)
+        source = ShrunkSource(args.run, args.data, size, args.folds, args.device, make_predictor)
         tables[size] = score_source(source, progress=progress(f"{size} px"))
     reference = tables[sizes[0]]
     names = reference.classes

@@ -18,8 +18,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable
 
-import numpy as np
-
 from ..data.resize import resize_labels, resize_rgb
 from ..exceptions import AnalysisError
 from .sources import Item, OOFSource, discover_folds
