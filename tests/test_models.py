@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from workbench.core.schema import DEFAULT_SCHEMA
 from workbench.data.preprocess import normalization_meta
@@ -53,6 +54,28 @@ def test_model_file_rebuilds_a_stopped_unet(tmp_path):
     x = torch.randn(1, 3, 64, 64)
     with torch.no_grad():
         torch.testing.assert_close(loaded(x), model(x))
+
+
+def test_float16_file_keeps_batchnorm_statistics_beyond_float16_range(tmp_path):
+    """A running variance above 65504 (the 64-epoch final model had 7.5e4) is infinite in float16:
+    the narrowed file keeps BatchNorm statistics in float32 and the model's outputs unchanged."""
+    torch.manual_seed(0)
+    model = build_model("unet", "tf_efficientnet_lite0", C, None, head_scale=4).eval()
+    bn = next(m for m in model.decoder.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    with torch.no_grad():
+        bn.running_var[0] = 7.5e4
+    meta = {"arch": "unet", "encoder": "tf_efficientnet_lite0", "head_scale": 4, "schema": DEFAULT_SCHEMA.to_dict(),
+            "input_size": [64, 64], "normalization": normalization_meta("imagenet"), "resize": "squash"}
+    save_model(tmp_path / "m.safetensors", model, meta, dtype=torch.float16)
+    stored = load_file(str(tmp_path / "m.safetensors"))
+    dtypes = {k: v.dtype for k, v in stored.items() if v.is_floating_point()}
+    assert {dtypes[k] for k in dtypes if k.endswith(("running_mean", "running_var"))} == {torch.float32}
+    assert {dtypes[k] for k in dtypes if not k.endswith(("running_mean", "running_var"))} == {torch.float16}
+    loaded, meta = load_model(tmp_path / "m.safetensors")
+    assert meta["weights_dtype"] == "float16"
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(x), model(x), atol=2e-2, rtol=2e-2)
 
 
 def test_deep_supervision_heads_see_the_stages_before_the_last_in_training_only():

@@ -39,16 +39,27 @@ def model_metadata(cfg: dict, schema: ClassSchema) -> dict:
     }
 
 
+def norm_statistics(model: torch.nn.Module) -> set[str]:
+    """The state-dict names of ``model``'s BatchNorm running means and variances."""
+    return {f"{name}.{buf}" if name else buf for name, m in model.named_modules()
+            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)
+            for buf in ("running_mean", "running_var") if getattr(m, buf, None) is not None}
+
+
 def save_model(path: str | Path, model: torch.nn.Module, meta: dict, dtype: torch.dtype | None = None) -> int:
     """Write ``model``'s weights and ``meta`` to ``path``; returns the file size in bytes. Metadata
-    without ``provenance`` gets this process's (:func:`workbench.core.provenance.collect`)."""
+    without ``provenance`` gets this process's (:func:`workbench.core.provenance.collect`).
+
+    ``dtype`` narrows the floating-point weights (float16, bfloat16); BatchNorm running statistics
+    stay float32, as mixed precision keeps normalisation in float32: a variance can exceed float16's
+    range (65504) where no weight does (the 64-epoch final model's largest is 7.5e4)."""
     missing = [k for k in REQUIRED if k not in meta]
     if missing:
         raise ValueError(f"model metadata lacks {missing}")
-    state = {}
+    state, keep_fp32 = {}, norm_statistics(model)
     for k, v in drop_training_only(model.state_dict()).items():
         v = v.detach().cpu()
-        if dtype is not None and v.is_floating_point():
+        if dtype is not None and v.is_floating_point() and k not in keep_fp32:
             v = v.to(dtype)
         state[k] = v.contiguous()
     bad = non_finite(state)
