@@ -130,3 +130,18 @@ $PY -m analysis.resolution runs/unet_effnet_ds_e64 --data "$DATA" --folds 0 --si
   --out docs/results/resolution_unet_effnet_ds_e64_fold0 2>&1 | log resolution_e64_f0
 $PY distill.py recipe=student_unet name=final_e64 kd_weight=0 epochs=64 teachers=[unet_effnet_ds_e64] \
   teacher_folds=[0] 2>&1 | log final_e64
+# session 13: ship it (the float16 export first failed on a BatchNorm variance beyond float16's range; model files
+# keep BatchNorm statistics in float32 since, and the same command, re-run, exported the finished run), then the
+# checks: 100 test masks, the regression images (tests/test_weights.py), the speed benchmark, and the file's cleanup
+# thresholds scored on the 32-epoch recipe's OOF predictions of folds 0-2 (a proxy: no other fold has 64 epochs)
+cp runs/final_e64/student.safetensors weights/student.safetensors
+$PY inference.py --input "$DATA/test_images" --output predictions 2>&1 | log ship_e64_inference
+$PY -m pytest -q tests/test_weights.py 2>&1 | log ship_e64_regression
+$PY analysis/benchmark_inference.py --weights weights/student.safetensors --big 3 2>&1 | log ship_e64_benchmark
+$PY -m analysis.postprocessing runs/unet_effnet_ds_e32 --data "$DATA" --model weights/student.safetensors \
+  --json docs/results/shipped_e64_postprocessing_on_e32_folds012.json 2>&1 | log pp_e64_on_e32
+# the strongest teacher lead this CPU has (+2.14): a 32-epoch UNet-DS student of fold 0 taught by the 64-epoch
+# fold-0 model, against its 32-epoch twin; then the FPN family at the product schedule, fold 0
+$PY distill.py --cv-only recipe=student_unet name=kd_unet_e64t teachers=[unet_effnet_ds_e64] teacher_folds=[0] \
+  cv_folds=[0] epochs=32 twin=unet_effnet_ds_e32 2>&1 | log kd_unet_e64t
+$PY train.py recipe=fpn_effnet fold=0 epochs=64 name=fpn_effnet_e64 2>&1 | log fpn_effnet_e64_fold0
