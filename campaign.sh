@@ -40,9 +40,10 @@ $PY distill.py --publish runs/fpn_effnet/fold{0,1,2} runs/$UNET/fold{0,1,2}
 $PY train.py recipe=h2o_seed 2>&1 | log h2o_seed
 
 # the student (README, Results): UNet-DS with channel-wise KD, cross-validated on fold 0 (the run above is reused),
-# final student on all 400 images from the teachers of folds 0 and 1, shipped
+# final student on all 400 images from the teachers of folds 0 and 1 (shipped in sessions 5-7, with
+# export=weights/student.safetensors; left in runs/ here, so a rerun never overwrites the shipped file)
 $PY distill.py --cv recipe=student_unet name=kd_unet_ch_w1_t1 kd_loss=channel kd_mix=additive kd_weight=1 temperature=1 \
-  cv_folds=[0] teacher_folds=[0,1] export=weights/student.safetensors 2>&1 | log final_student_unet
+  cv_folds=[0] teacher_folds=[0,1] 2>&1 | log final_student_unet
 # the student's CV on folds 1 and 2 (twins = the UNet-DS teachers of those folds) and the OOF report over the
 # teachers of folds 0-2; finished folds are reused. README Results shows the report after fold 1 (cv_folds=[0,1]).
 $PY distill.py --cv-only recipe=student_unet name=kd_unet_ch_w1_t1 kd_loss=channel kd_mix=additive kd_weight=1 \
@@ -63,10 +64,11 @@ $PY distill.py --cv-only recipe=student_unet name=kd_unet_e32s teachers=[unet_ef
 for fold in 1 2; do
   $PY train.py recipe=unet_effnet_ds fold=$fold epochs=32 name=unet_effnet_ds_e32 2>&1 | log unet_effnet_ds_e32_fold$fold
 done
-# session 8: the shipped model, the 32-epoch recipe on all 400 images with hard labels (KD did not pay at equal
-# epochs); distill.py writes the TTA/cleanup choice (from the 32-epoch fold-0 OOF) into the file
+# session 8: the model shipped in sessions 8-12, the 32-epoch recipe on all 400 images with hard labels (KD did not
+# pay at equal epochs); distill.py writes the TTA/cleanup choice (from the 32-epoch fold-0 OOF) into the file. It was
+# shipped with export=weights/student.safetensors; here it stays in runs/final_e32/ (the 64-epoch file ships below)
 $PY distill.py recipe=student_unet name=final_e32 kd_weight=0 epochs=32 teachers=[unet_effnet_ds_e32] \
-  teacher_folds=[0] export=weights/student.safetensors 2>&1 | log final_e32
+  teacher_folds=[0] 2>&1 | log final_e32
 
 # session 9 (README, Results): the shipped recipe cross-validated. OOF reports of the 16-epoch families and of the
 # 32-epoch UNet-DS family beside the 16-epoch FPN (trains nothing; rebuilds OOF predictions from published teachers
@@ -75,7 +77,7 @@ $PY distill.py --report-only recipe=student_unet name=report_e16 teachers=[unet_
   teacher_folds=[0,1,2] 2>&1 | log report_e16
 $PY distill.py --report-only recipe=student_unet name=report_e32 teachers=[unet_effnet_ds_e32,fpn_effnet] \
   teacher_folds=[0,1,2] 2>&1 | log report_e32
-$PY -m analysis.postprocessing runs/unet_effnet_ds_e32 --data "$DATA" --model weights/student.safetensors \
+$PY -m analysis.postprocessing runs/unet_effnet_ds_e32 --data "$DATA" --model runs/final_e32/student.safetensors \
   --json docs/results/shipped_postprocessing_e32_folds012.json 2>&1 | log postprocessing_e32
 for fold in 1 2; do
   $PY -m analysis.oof_table runs/unet_effnet_ds_e32 --data "$DATA" --folds $fold \
@@ -102,7 +104,7 @@ $PY distill.py --report-only recipe=student_unet name=report_e32_f0 teachers=[un
   teacher_folds=[0] 2>&1 | log report_e32_f0
 $PY distill.py --report-only recipe=student_unet name=report_e32_both_f01 teachers=[unet_effnet_ds_e32,fpn_effnet_e32] \
   teacher_folds=[0,1] 2>&1 | log report_e32_both_f01
-$PY -m analysis.postprocessing runs/unet_effnet_ds_e32 --data "$DATA" --model weights/student.safetensors \
+$PY -m analysis.postprocessing runs/unet_effnet_ds_e32 --data "$DATA" --model runs/final_e32/student.safetensors \
   --json docs/results/shipped_postprocessing_e32_folds012_crossfit_rule.json 2>&1 | log postprocessing_e32_crossfit
 # the shipped recipe at the masks' 512^2 resolution, same 256^2 crops (a training step costs the same), fold 0
 $PY train.py recipe=unet_effnet_ds fold=0 epochs=32 image_size=512 name=unet_effnet_ds_e32_512 2>&1 \
@@ -136,7 +138,7 @@ $PY distill.py recipe=student_unet name=final_e64 kd_weight=0 epochs=64 teachers
 # thresholds scored on the 32-epoch recipe's OOF predictions of folds 0-2 (a proxy: no other fold has 64 epochs)
 cp runs/final_e64/student.safetensors weights/student.safetensors
 $PY inference.py --input "$DATA/test_images" --output predictions 2>&1 | log ship_e64_inference
-$PY -m pytest -q tests/test_weights.py 2>&1 | log ship_e64_regression
+$PY -m pytest -q -rA tests/test_weights.py -k regression 2>&1 | log ship_e64_regression  # prints the mIoU
 $PY analysis/benchmark_inference.py --weights weights/student.safetensors --big 3 2>&1 | log ship_e64_benchmark
 $PY -m analysis.postprocessing runs/unet_effnet_ds_e32 --data "$DATA" --model weights/student.safetensors \
   --json docs/results/shipped_e64_postprocessing_on_e32_folds012.json 2>&1 | log pp_e64_on_e32
