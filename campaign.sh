@@ -147,3 +147,7 @@ $PY -m analysis.postprocessing runs/unet_effnet_ds_e32 --data "$DATA" --model we
 $PY distill.py --cv-only recipe=student_unet name=kd_unet_e64t teachers=[unet_effnet_ds_e64] teacher_folds=[0] \
   cv_folds=[0] epochs=32 twin=unet_effnet_ds_e32 2>&1 | log kd_unet_e64t
 $PY train.py recipe=fpn_effnet fold=0 epochs=64 name=fpn_effnet_e64 2>&1 | log fpn_effnet_e64_fold0
+$PY -m analysis.oof_table runs/fpn_effnet_e64 --data "$DATA" --folds 0 \
+  --out docs/results/fpn_effnet_e64_fold0_oof_table.npz 2>&1 | log oof_table_fpn_e64_f0
+$PY -m analysis.bootstrap --a docs/results/fpn_effnet_e64_fold0_oof_table.npz \
+  --b docs/results/unet_effnet_ds_e64_fold0_oof_table.npz 2>&1 | log bootstrap_fpn_e64_vs_unet_e64_f0
