@@ -14,6 +14,10 @@ from workbench.models.build import build_model
 from workbench.models.modelfile import load_model, save_model
 
 C = DEFAULT_SCHEMA.num_classes
+# metadata of the tiny UNet whose decoder stops at 1/4 (head_scale 4), as a model file stores it
+STOPPED_UNET_META = {"arch": "unet", "encoder": "tf_efficientnet_lite0", "head_scale": 4,
+                     "schema": DEFAULT_SCHEMA.to_dict(), "input_size": [64, 64],
+                     "normalization": normalization_meta("imagenet"), "resize": "squash"}
 
 
 @pytest.mark.parametrize("head_scale, blocks, head_width", [(1, 5, 16), (2, 4, 32), (4, 3, 64)])
@@ -46,8 +50,7 @@ def test_head_scale_refused_where_it_means_nothing(arch, head_scale):
 def test_model_file_rebuilds_a_stopped_unet(tmp_path):
     torch.manual_seed(0)
     model = build_model("unet", "tf_efficientnet_lite0", C, None, head_scale=4).eval()
-    meta = {"arch": "unet", "encoder": "tf_efficientnet_lite0", "head_scale": 4, "schema": DEFAULT_SCHEMA.to_dict(),
-            "input_size": [64, 64], "normalization": normalization_meta("imagenet"), "resize": "squash"}
+    meta = dict(STOPPED_UNET_META)
     save_model(tmp_path / "m.safetensors", model, meta)
     loaded, meta = load_model(tmp_path / "m.safetensors")
     assert meta["head_scale"] == 4
@@ -64,8 +67,7 @@ def test_float16_file_keeps_batchnorm_statistics_beyond_float16_range(tmp_path):
     bn = next(m for m in model.decoder.modules() if isinstance(m, torch.nn.BatchNorm2d))
     with torch.no_grad():
         bn.running_var[0] = 7.5e4
-    meta = {"arch": "unet", "encoder": "tf_efficientnet_lite0", "head_scale": 4, "schema": DEFAULT_SCHEMA.to_dict(),
-            "input_size": [64, 64], "normalization": normalization_meta("imagenet"), "resize": "squash"}
+    meta = dict(STOPPED_UNET_META)
     save_model(tmp_path / "m.safetensors", model, meta, dtype=torch.float16)
     stored = load_file(str(tmp_path / "m.safetensors"))
     dtypes = {k: v.dtype for k, v in stored.items() if v.is_floating_point()}
@@ -119,8 +121,7 @@ def test_deep_supervision_refused_where_it_cannot_apply(arch, heads):
 def test_model_file_leaves_the_training_only_heads_out(tmp_path):
     torch.manual_seed(0)
     model = build_model("unet", "tf_efficientnet_lite0", C, None, head_scale=4, aux_heads=2).eval()
-    meta = {"arch": "unet", "encoder": "tf_efficientnet_lite0", "head_scale": 4, "schema": DEFAULT_SCHEMA.to_dict(),
-            "input_size": [64, 64], "normalization": normalization_meta("imagenet"), "resize": "squash"}
+    meta = dict(STOPPED_UNET_META)
     save_model(tmp_path / "m.safetensors", model, meta)
     loaded, _ = load_model(tmp_path / "m.safetensors")
     assert not hasattr(loaded, "aux_heads")
