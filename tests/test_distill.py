@@ -143,6 +143,22 @@ def test_a_hard_label_final_student_needs_no_soft_labels(tiny_data, teachers, tm
     assert not list((teachers / "student" / "cache").glob("soft_*.npy"))
 
 
+def test_online_targets_distil_without_a_soft_label_cache(tiny_data, teachers, tmp_path):
+    """``kd_targets=online``: students of the CV and the final one learn from the teachers run on their
+    batches; no soft labels are stored, and the report and the model file say how the student learned."""
+    export = tmp_path / "s.safetensors"
+    args = student_args(tiny_data, tmp_path, export, kd_targets="online", cv_folds="[0]")
+    assert distill(args, cv=True, runs_dir=teachers) == 0
+    assert not list((teachers / "student").glob("cache/soft_*.npy"))
+    report = json.loads((teachers / "student" / "oof_report.json").read_text())
+    assert report["settings"]["kd_targets"] == "online" and "student (KD)" in report["rows"]
+    assert 0 < report["cv"]["0"]["soft_labels"]["top1"] <= 1  # previewed on the clean training images
+    meta = read_metadata(export)
+    assert meta["distillation"]["kd_targets"] == "online" and len(meta["teachers"]) == 4
+    fold_meta = read_metadata(teachers / "student" / "fold0" / "model.safetensors")
+    assert {t["fold"] for t in fold_meta["distillation"]["teachers"]} == {0}
+
+
 def test_a_published_teacher_is_the_twin_on_a_machine_without_its_run(tiny_data, teachers, tmp_path, monkeypatch):
     """A new machine has only the published fp16 teacher files: the teacher whose saved config equals the
     student's hard-label settings is still the twin (its OOF rebuilt from the file), so no twin is retrained."""

@@ -319,3 +319,23 @@ def test_a_changed_teacher_file_rebuilds_its_oof_predictions(tiny_teacher, monke
     retrain(teacher.model_file)
     teachers_mod.ensure_oof(teacher, ds, str(ds.data_dir), "cpu")
     assert len(builds) == 2
+
+
+# ------------------------------------------------------------------------ online soft labels
+def test_online_targets_are_the_cached_soft_labels_on_an_unaugmented_image(tiny_teacher, tmp_path):
+    """``kd_targets: online`` runs the teachers through the same ensemble function as the cache: on
+    the clean images both give the same probabilities (the cache rounds them to float16 logs)."""
+    from workbench.distillation.online_teacher import OnlineTeacher
+    from workbench.distillation.soft_labels import soft_labels
+
+    teacher, ds = tiny_teacher
+    idx = np.array([0, 3, 5])
+    cached = soft_labels([teacher], {"t": 1.0}, ds, idx, tmp_path / "cache", "cpu")
+    online = OnlineTeacher([teacher], {"t": 1.0}, ds, "cpu")
+    probs = online(torch.from_numpy(ds.images[idx]))
+    assert probs.shape == (3, ds.schema.num_classes, 64, 64) and probs.dtype == torch.float32
+    assert not probs.requires_grad and not probs.is_inference()  # usable inside the student's loss graph
+    for row, i in enumerate(idx):
+        np.testing.assert_allclose(probs[row].permute(1, 2, 0).numpy(), cached[i], atol=2e-3)
+    np.testing.assert_allclose(online.preview(ds, idx)[5], cached[5], atol=2e-3)
+    assert online.teachers == cached.teachers

@@ -247,8 +247,8 @@ def test_3_nan_teacher_probabilities_never_become_soft_labels(tiny_data, tmp_pat
     ds = load_dataset(tiny_data, 64)
     path = tiny_model_file(tmp_path / "t.safetensors", schema)
     teacher = Teacher("t", "fam", 0, tmp_path, path, read_metadata(path))
-    monkeypatch.setattr(sl, "predict_arrays", lambda model, images, *a, **k: torch.full(
-        (len(images), schema.num_classes, 64, 64), float("nan")))
+    monkeypatch.setattr(sl.tta, "flip_tta", lambda model, x, *a, **k: torch.full(
+        (len(x), schema.num_classes, 64, 64), float("nan")))
     with pytest.raises(DistillError, match="non-finite"):
         sl.soft_labels([teacher], {"fam": 1.0}, ds, np.arange(4), tmp_path / "cache", device_name="cpu")
     assert not list((tmp_path / "cache").glob("*.npy"))

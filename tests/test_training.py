@@ -203,3 +203,49 @@ def test_train_cli_reports_bad_dataset(tiny_data, tmp_path):
     r = subprocess.run([sys.executable, "train.py", *tiny_overrides(tiny_data, tmp_path / "o")], cwd=REPO,
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and "img01.jpg" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_online_teacher_targets_are_computed_on_the_batch_the_student_trains_on(tiny_data, tmp_path, monkeypatch,
+                                                                                 model_file):
+    """With ``kd_targets: online`` the teachers see each augmented crop exactly as the student does
+    (colour jitter and all), and the step's loss is kd_weight * KD to those targets + the hard loss."""
+    from conftest import TINY_SCHEMA
+    from workbench.core.schema import ClassSchema
+    from workbench.distillation import online_teacher
+    from workbench.distillation.student import train_student
+    from workbench.distillation.teachers import Teacher
+    from workbench.training.losses import SegLoss, channel_kd_loss
+    from workbench.training.trainer import Trainer
+
+    cfg = config.resolve(tiny_overrides(tiny_data, tmp_path / "s", max_steps=1, kd_weight=0.5, kd_mix="additive",
+                                        kd_loss="channel", temperature=1.0, kd_targets="online", augment="standard",
+                                        crop_size=32, save_oof=False))
+    ds = load_dataset(cfg["data"], cfg["image_size"])
+    train_idx, val_idx, _ = split_for(cfg, ds)
+    path = model_file(tmp_path / "teacher.safetensors", ClassSchema.from_dict(TINY_SCHEMA), input_size=64)
+    teacher = online_teacher.OnlineTeacher([Teacher("t", "t", 0, tmp_path, path, read_metadata(path))],
+                                           {"t": 1.0}, ds, "cpu")
+    seen = {}
+    real_forward, real_step, real_probs = SegLoss.forward, Trainer.train_step, online_teacher.ensemble_probs
+
+    def hard_spy(self, logits, target):
+        seen["logits"], seen["hard"] = logits.detach().float(), real_forward(self, logits, target).detach()
+        return real_forward(self, logits, target)
+
+    def step_spy(self, batch):
+        seen["batch_images"] = batch["image"].clone()
+        seen["loss"] = real_step(self, batch)
+        return seen["loss"]
+
+    def probs_spy(models, images, flip_perm, device):
+        seen["teacher_images"], seen["targets"] = images.clone(), real_probs(models, images, flip_perm, device)
+        return seen["targets"]
+
+    monkeypatch.setattr(SegLoss, "forward", hard_spy)
+    monkeypatch.setattr(Trainer, "train_step", step_spy)
+    monkeypatch.setattr(online_teacher, "ensemble_probs", probs_spy)
+    train_student(cfg, ds, train_idx, val_idx, teacher, {})
+    assert seen["batch_images"].shape[1:3] == (32, 32)  # a crop ...
+    assert torch.equal(seen["teacher_images"], seen["batch_images"])  # ... which the teacher saw as it was
+    kd = float(channel_kd_loss(seen["logits"], seen["targets"], 1.0))
+    assert math.isclose(seen["loss"], 0.5 * kd + float(seen["hard"]), rel_tol=1e-4)

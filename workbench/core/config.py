@@ -79,6 +79,8 @@ DEFAULTS: dict = {
     "kd_weight": 0.7,              # loss = kd_weight * T^2 * KL(teacher_T || student_T) + (1 - kd_weight) * hard loss
     "kd_loss": "pixel",            # pixel: KL per pixel over classes; channel: KL per class over pixels (channel-wise KD)
     "kd_mix": "convex",            # convex: as above; additive: hard loss + kd_weight * T^2 * KL (CE and Dice keep full weight)
+    "kd_targets": "cached",        # cached: teachers' soft labels of the clean images, warped and cropped with them;
+                                   # online: the teachers run on each augmented batch the student sees (no cache)
     "family_max_gap": 0.03,        # a teacher family more than this OOF mIoU below the best family does not teach
     "export": "",                  # exported student; empty = runs/<name>/student.safetensors (ship: export=weights/student.safetensors)
     "export_dtype": "float16",     # float16 halves the file; inference runs in float32
@@ -121,6 +123,7 @@ RULES: dict[str, Field] = {
     "kd_weight": Field(float, lo=0, hi=1),
     "kd_mix": Field(str, choices=("convex", "additive")),
     "kd_loss": Field(str, choices=("pixel", "channel")),
+    "kd_targets": Field(str, choices=("cached", "online")),
     "family_max_gap": _NUM,
     "export_dtype": Field(str, choices=("float16", "float32", "bfloat16")),
     "launcher": Field(str, choices=("none", "local", "slurm")),  # the engines of workbench.training.launch

@@ -30,7 +30,8 @@ from ..evaluation.oof_table import save_table
 from .ensemble import (add_rows, gather_oof, mix_confusions, mix_table, oof_report, report_markdown, report_table,
                        select_families, table_row)
 from .postprocessing import choose_postprocessing, describe_postprocessing
-from .soft_labels import confidence_summary, soft_labels
+from .online_teacher import OnlineTeacher
+from .soft_labels import SoftLabels, confidence_summary, soft_labels
 from .student import UNRECORDED_PRECISION, find_twin_run, finished_run, train_student, training_differences
 from .teachers import Teacher, collect_teachers, dataset_digest, ensure_oof, held_out_stems
 
@@ -74,7 +75,7 @@ def run(argv: list[str], cv: bool = False, final: bool = True, runs_dir: Path = 
     # (python -m analysis.bootstrap --b runs/<name>/teaching_ensemble_oof_table.npz)
     save_table(work / "teaching_ensemble_oof_table.npz", teaching)
     distill_meta = {"temperature": cfg["temperature"], "kd_weight": cfg["kd_weight"], "kd_mix": cfg["kd_mix"],
-                    "kd_loss": cfg["kd_loss"], "family_weights": weights,
+                    "kd_loss": cfg["kd_loss"], "kd_targets": cfg["kd_targets"], "family_weights": weights,
                     "excluded": dropped, "protocol": PROTOCOL}
 
     student_runs, twin_runs, cv_info = [], [], {}
@@ -109,7 +110,7 @@ def run(argv: list[str], cv: bool = False, final: bool = True, runs_dir: Path = 
     report = {"rows": rows, "classes": list(ds.schema.names), "postprocessing": post,
               "postprocessing_chosen_on": chosen_on, "ensemble_weights": weights,
               "excluded_families": dropped, "protocol": PROTOCOL if cv else "", "cv": cv_info,
-              "settings": {k: cfg[k] for k in ("kd_weight", "kd_mix", "kd_loss", "temperature", "epochs", "image_size",
+              "settings": {k: cfg[k] for k in ("kd_weight", "kd_mix", "kd_loss", "kd_targets", "temperature", "epochs", "image_size",
                                                "crop_size")}}
     write_report(work, report, ds.schema.names)
     if not final:
@@ -117,7 +118,7 @@ def run(argv: list[str], cv: bool = False, final: bool = True, runs_dir: Path = 
 
     full_cfg = dict(base, fold=-1, out=str(work / "full"))
     train_idx, _, _ = split_for(full_cfg, ds)
-    soft = soft_labels(teachers, weights, ds, train_idx, work / "cache", cfg["device"]) if cfg["kd_weight"] > 0 else None
+    soft = teaching_targets(cfg, teachers, weights, ds, train_idx, work / "cache") if cfg["kd_weight"] > 0 else None
     teacher_scores = {k: {"miou_tta": v["tta"]["miou"], "miou": v["plain"]["miou"]} for k, v in rows.items()}
     meta_extra = {
         "folds_file": folds_file, "tta": post["tta"], "cleanup": post["cleanup"],
@@ -146,8 +147,8 @@ def cross_validate_fold(base: dict, ds, teachers: list[Teacher], weights: dict, 
         if held_out_stems(t, ds, base["data"]) != val_stems:
             raise DistillError(f"{t.label} was not held out on fold {fold}'s images: its soft labels would leak")
     twin, twin_cfg = find_twin(base, fold, teachers, ds, val_stems, runs_dir)  # before the student: errors early
-    soft = soft_labels(fold_teachers, weights, ds, train_idx, work / "cache", base["device"])
-    summary = confidence_summary(soft, ds.masks)
+    soft = teaching_targets(base, fold_teachers, weights, ds, train_idx, work / "cache")
+    summary = confidence_summary(soft if isinstance(soft, SoftLabels) else soft.preview(ds, train_idx), ds.masks)
     console.print(f"fold {fold} soft labels: mean top-1 probability {summary['top1']:.3f}, second {summary['top2']:.4f}, "
                   f"{summary['share_above_0.99'] * 100:.1f} % of pixels above 0.99, entropy {summary['entropy']:.3f} nats, "
                   f"top-1 = hard label on {summary['agreement_with_labels'] * 100:.1f} % of pixels", markup=False)
@@ -162,6 +163,15 @@ def cross_validate_fold(base: dict, ds, teachers: list[Teacher], weights: dict, 
         console.print(f"hard-label twin of fold {fold}: {twin} (trained with identical settings)", markup=False)
     return Path(fcfg["out"]), twin, {"soft_labels": summary, "teachers": [t.label for t in fold_teachers],
                                      "twin": str(twin)}
+
+
+def teaching_targets(cfg: dict, teachers: list[Teacher], weights: dict, ds, train_idx,
+                     cache_dir: Path) -> SoftLabels | OnlineTeacher:
+    """What the student learns from: the cached soft labels of its training images (``kd_targets:
+    cached``) or the teachers themselves, run on each augmented batch (``online``)."""
+    if cfg["kd_targets"] == "online":
+        return OnlineTeacher(teachers, weights, ds, cfg["device"])
+    return soft_labels(teachers, weights, ds, train_idx, cache_dir, cfg["device"])
 
 
 def find_twin(base: dict, fold: int, teachers: list[Teacher], ds, val_stems: set[str],

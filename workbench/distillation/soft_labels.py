@@ -8,6 +8,9 @@ the KD loss sees the ensemble's real secondary probabilities, not uint8 quantisa
 
 Rows are handed to training as float32 *probabilities* (H, W, C): spatial augmentation pads them
 with zeros, which :func:`workbench.training.losses.kd_loss` recognises as "no soft label here".
+
+:func:`ensemble_probs` is the one place the teaching ensemble is run; the cache above and the online
+targets of :mod:`.online_teacher` (teachers run on the student's augmented batch) both call it.
 """
 
 from __future__ import annotations
@@ -27,7 +30,8 @@ from ..exceptions import DistillError
 from ..core.console import console
 from ..core.runtime import resolve_device
 from ..data.preprocess import normalization_meta
-from ..inference.tta import predict_arrays
+from ..data.preprocess import to_tensor
+from ..inference import tta
 from ..models.modelfile import load_model
 from .teachers import Teacher, dataset_digest, file_digest
 
@@ -65,6 +69,39 @@ def teacher_weights(teachers: list[Teacher], family_weights: dict[str, float]) -
     return {k: v / total for k, v in raw.items()}
 
 
+def teacher_records(teachers: list[Teacher], weights: dict[str, float]) -> list[dict]:
+    """What a model file and a cache sidecar say about the teachers behind the soft labels."""
+    return [{"name": t.name, "family": t.family, "fold": t.fold, "file": str(t.model_file), "weight": weights[t.label]}
+            for t in teachers]
+
+
+def check_input_size(teachers: list[Teacher], size: int) -> None:
+    for t in teachers:
+        if t.meta["input_size"] != [size, size]:
+            raise DistillError(f"{t.model_file} was trained at {t.meta['input_size']}, the student at {size}")
+
+
+def load_teaching_models(teachers: list[Teacher], weights: dict[str, float], device) -> list[tuple[float, torch.nn.Module, dict]]:
+    """(weight, model in eval mode, normalisation) of every teacher with a positive weight."""
+    models = []
+    for t in teachers:
+        if weights[t.label] > 0:
+            model, meta = load_model(t.model_file, device)
+            models.append((weights[t.label], model, normalization_meta(meta["normalization"]["name"])))
+    return models
+
+
+@torch.no_grad()
+def ensemble_probs(models: list[tuple[float, torch.nn.Module, dict]], images, flip_perm, device) -> torch.Tensor:
+    """The teaching ensemble's flip-TTA probabilities, float32 (N, C, H, W) on ``device``, of uint8
+    (N, H, W, 3) RGB images (a numpy array or a tensor): each teacher's :func:`~workbench.inference.tta.flip_tta`,
+    averaged with the weights of :func:`load_teaching_models`; autocast ``auto`` (bf16 where native)."""
+    acc = 0.0
+    for weight, model, norm in models:
+        acc = acc + weight * tta.flip_tta(model, to_tensor(images, norm, device), flip_perm, precision="auto")
+    return acc
+
+
 def cache_key(teachers: list[Teacher], weights: dict[str, float], ds: Dataset, indices: np.ndarray) -> str:
     return hashlib.sha1(json.dumps({
         "teachers": sorted((t.label, file_digest(t.model_file)) for t in teachers), "weights": weights,
@@ -90,17 +127,11 @@ def soft_labels(teachers: list[Teacher], family_weights: dict[str, float], ds: D
         console.print(f"soft labels from cache {path}")
         return open_cache(path, ds)
     size = ds.images.shape[1]
-    for t in teachers:
-        if t.meta["input_size"] != [size, size]:
-            raise DistillError(f"{t.model_file} was trained at {t.meta['input_size']}, the student at {size}")
+    check_input_size(teachers, size)
     device = resolve_device(device_name)
-    models = []
-    for t in teachers:
-        if weights[t.label] > 0:
-            model, meta = load_model(t.model_file, device)
-            models.append((t, model, normalization_meta(meta["normalization"]["name"])))
+    models = load_teaching_models(teachers, weights, device)
     console.print("soft labels on {} images from {}".format(
-        len(indices), ", ".join(f"{t.label} ({weights[t.label]:.2f})" for t, _, _ in models)))
+        len(indices), ", ".join(f"{t.label} ({weights[t.label]:.2f})" for t in teachers if weights[t.label] > 0)))
     C = ds.schema.num_classes
     cache_dir.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(cache_dir)  # what a killed run left
@@ -109,10 +140,7 @@ def soft_labels(teachers: list[Teacher], family_weights: dict[str, float], ds: D
     finite = True
     for start in range(0, len(indices), batch_size):
         images = ds.images[indices[start:start + batch_size]]
-        acc = 0.0
-        for t, model, norm in models:
-            p = predict_arrays(model, images, norm, device, flip_perm=ds.schema.flip_permutation, precision="auto")
-            acc = acc + weights[t.label] * p
+        acc = ensemble_probs(models, images, ds.schema.flip_permutation, device).cpu()
         finite &= bool(torch.isfinite(acc).all())
         out[start:start + len(images)] = acc.clamp_min(LOG_FLOOR).log().permute(0, 2, 3, 1).numpy().astype(np.float16)
     out.flush()
@@ -120,11 +148,10 @@ def soft_labels(teachers: list[Teacher], family_weights: dict[str, float], ds: D
     if not finite:
         tmp.unlink()
         raise DistillError("a teacher produced non-finite probabilities (a diverged model?); "
-                           f"teachers: {', '.join(t.label for t, _, _ in models)}")
+                           f"teachers: {', '.join(t.label for t in teachers if weights[t.label] > 0)}")
     info = {"kind": "log_probs", "dtype": "float16", "temperature": 1.0, "image_size": int(size),
             "stems": [ds.stems[i] for i in indices], "family_weights": family_weights,
-            "teachers": [{"name": t.name, "family": t.family, "fold": t.fold, "file": str(t.model_file),
-                          "weight": weights[t.label]} for t in teachers]}
+            "teachers": teacher_records(teachers, weights)}
     path.with_suffix(".json").write_text(json.dumps(info, indent=1))
     tmp.replace(path)
     console.print(f"soft labels cached in {path} ({path.stat().st_size / 2**20:.0f} MB)")
@@ -139,7 +166,8 @@ def confidence_summary(soft: SoftLabels, masks: np.ndarray, sample: int = 64) ->
     rows = sorted(soft.rows)[:: max(1, len(soft.rows) // sample)]
     top1, top2, ent, agree, confident = [], [], [], [], []
     for i in rows:
-        p = soft[i].reshape(-1, soft.log_probs.shape[-1])
+        p = soft[i]
+        p = p.reshape(-1, p.shape[-1])
         s = np.sort(p, axis=1)
         top1.append(s[:, -1].mean())
         top2.append(s[:, -2].mean())

@@ -20,37 +20,48 @@ from ..core.config import DEFAULTS
 from ..data import Dataset
 from ..training.losses import channel_kd_loss, kd_loss
 from ..training import fit
+from .online_teacher import OnlineTeacher
 from .soft_labels import SoftLabels
 
 # Keys that do not change what a hard-label run learns (names, outputs, distillation-only settings).
 NOT_TRAINING_KEYS = {"name", "family", "out", "recipe", "teachers", "teacher_folds", "cv_folds", "temperature", "kd_weight",
-                     "kd_mix", "kd_loss", "twin", "export", "export_dtype", "family_max_gap", "threads", "workers", "device", "save_oof", "folds_file",
+                     "kd_mix", "kd_loss", "kd_targets", "twin", "export", "export_dtype", "family_max_gap", "threads", "workers", "device", "save_oof", "folds_file",
                      "data", "max_steps"}
 
 
 KD_LOSSES = {"pixel": kd_loss, "channel": channel_kd_loss}
 
 
-def make_kd_loss(temperature: float, kd_weight: float, mix: str = "convex", kind: str = "pixel"):
-    """The ``extra_loss`` hook of :func:`workbench.training.fit` for distillation."""
+def make_kd_loss(temperature: float, kd_weight: float, mix: str = "convex", kind: str = "pixel",
+                 teacher: OnlineTeacher | None = None):
+    """The ``extra_loss`` hook of :func:`workbench.training.fit` for distillation. The teacher's
+    probabilities are the batch's cached soft labels (``batch["soft"]``, cropped and warped with the
+    image) or, given a ``teacher``, computed by it on the batch's augmented images."""
     hard_weight = {"convex": 1 - kd_weight, "additive": 1.0}[mix]
     distil = KD_LOSSES[kind]
 
     def extra(logits, batch, hard):
-        soft = batch["soft"].permute(0, 3, 1, 2).float()
+        if teacher is not None:
+            soft = teacher(batch["image"])
+        else:
+            soft = batch["soft"].permute(0, 3, 1, 2).float()
         return kd_weight * distil(logits, soft, temperature) + hard_weight * hard
     return extra
 
 
-def train_student(cfg: dict, ds: Dataset, train_idx, val_idx, soft: SoftLabels | None, meta_extra: dict) -> dict:
-    """One student run (``soft`` given, ``cfg['kd_weight'] > 0``) or one hard-label run."""
+def train_student(cfg: dict, ds: Dataset, train_idx, val_idx, soft: SoftLabels | OnlineTeacher | None,
+                  meta_extra: dict) -> dict:
+    """One student run (``soft`` given, ``cfg['kd_weight'] > 0``) or one hard-label run. ``soft``: a
+    soft-label cache of the training images or an :class:`OnlineTeacher` (``kd_targets: online``)."""
     if soft is None or cfg["kd_weight"] == 0:
         return fit(cfg, ds, train_idx, val_idx, meta_extra=meta_extra)
+    kd = dict(temperature=cfg["temperature"], kd_weight=cfg["kd_weight"], mix=cfg["kd_mix"], kind=cfg["kd_loss"])
+    if isinstance(soft, OnlineTeacher):
+        return fit(cfg, ds, train_idx, val_idx, extra_loss=make_kd_loss(**kd, teacher=soft), meta_extra=meta_extra)
     missing = [ds.stems[i] for i in train_idx if int(i) not in soft.rows]
     if missing:
         raise ValueError(f"soft labels lack {len(missing)} training images, e.g. {missing[:3]}")
-    extra = make_kd_loss(cfg["temperature"], cfg["kd_weight"], cfg["kd_mix"], cfg["kd_loss"])
-    return fit(cfg, ds, train_idx, val_idx, soft=soft, extra_loss=extra, meta_extra=meta_extra)
+    return fit(cfg, ds, train_idx, val_idx, soft=soft, extra_loss=make_kd_loss(**kd), meta_extra=meta_extra)
 
 
 def training_differences(saved: dict, wanted: dict) -> list[str]:
