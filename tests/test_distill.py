@@ -152,7 +152,8 @@ def test_online_targets_distil_without_a_soft_label_cache(tiny_data, teachers, t
     assert not list((teachers / "student").glob("cache/soft_*.npy"))
     report = json.loads((teachers / "student" / "oof_report.json").read_text())
     assert report["settings"]["kd_targets"] == "online" and "student (KD)" in report["rows"]
-    assert 0 < report["cv"]["0"]["soft_labels"]["top1"] <= 1  # previewed on the clean training images
+    for view in ("soft_labels", "soft_labels_augmented"):  # previewed on the clean and on augmented training images
+        assert 0 < report["cv"]["0"][view]["top1"] <= 1 and 0 <= report["cv"]["0"][view]["agreement_with_labels"] <= 1
     meta = read_metadata(export)
     assert meta["distillation"]["kd_targets"] == "online" and len(meta["teachers"]) == 4
     fold_meta = read_metadata(teachers / "student" / "fold0" / "model.safetensors")

@@ -40,19 +40,41 @@ class OnlineTeacher:
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         return ensemble_probs(self.models, images, self.flip_perm, images.device)
 
-    def preview(self, ds: Dataset, indices) -> "Preview":
-        """The targets on the un-augmented images ``indices``, row by row, for
-        :func:`~.soft_labels.confidence_summary` (it reads what a :class:`~.soft_labels.SoftLabels` offers)."""
-        return Preview(self, ds, indices)
+    def preview(self, ds: Dataset, indices, transform=None) -> "Preview":
+        """The targets on the images ``indices``, row by row, for :func:`~.soft_labels.confidence_summary`:
+        on the clean images, or on one draw of the training ``transform`` (image and mask augmented together)."""
+        return Preview(self, ds, indices, transform)
 
 
 class Preview:
-    """``rows`` and ``[dataset index] -> (S, S, C) probabilities`` like a soft-label cache, computed on demand."""
+    """``rows``, ``[dataset index] -> (S, S, C) probabilities`` (like a soft-label cache, computed on
+    demand) and ``masks[dataset index]``: the mask of the image the teachers saw (augmented with it)."""
 
-    def __init__(self, teacher: OnlineTeacher, ds: Dataset, indices):
-        self.teacher, self.ds = teacher, ds
+    def __init__(self, teacher: OnlineTeacher, ds: Dataset, indices, transform=None):
+        self.teacher, self.ds, self.transform = teacher, ds, transform
         self.rows = {int(i): r for r, i in enumerate(np.asarray(indices))}
+        self.masks = _Masks(self)
+        self._last: tuple[int, np.ndarray, np.ndarray] | None = None  # (index, image, mask) of the latest draw
+
+    def view(self, dataset_index: int) -> tuple[np.ndarray, np.ndarray]:
+        """(image, mask) of one row, augmented once per row (asking again returns the same draw)."""
+        i = int(dataset_index)
+        if self._last is None or self._last[0] != i:
+            image, mask = self.ds.images[i], self.ds.masks[i]
+            if self.transform is not None:
+                out = self.transform(image=image, mask=mask)
+                image, mask = out["image"], out["mask"]
+            self._last = (i, np.ascontiguousarray(image), np.ascontiguousarray(mask))
+        return self._last[1], self._last[2]
 
     def __getitem__(self, dataset_index: int) -> np.ndarray:
-        image = torch.from_numpy(np.ascontiguousarray(self.ds.images[int(dataset_index)][None])).to(self.teacher.device)
+        image = torch.from_numpy(self.view(dataset_index)[0][None]).to(self.teacher.device)
         return self.teacher(image)[0].permute(1, 2, 0).cpu().numpy()
+
+
+class _Masks:
+    def __init__(self, preview: Preview):
+        self.preview = preview
+
+    def __getitem__(self, dataset_index: int) -> np.ndarray:
+        return self.preview.view(dataset_index)[1]

@@ -23,6 +23,7 @@ from ..exceptions import DistillError
 from ..core.atomic import atomic_write
 from ..core.console import console
 from ..core.runtime import effective_precision, resolve_device
+from ..data.augment import build_train_transform
 from ..data.folds import split_for
 from ..models.modelfile import load_model, save_model
 from ..evaluation.bootstrap import paired_bootstrap
@@ -148,10 +149,19 @@ def cross_validate_fold(base: dict, ds, teachers: list[Teacher], weights: dict, 
             raise DistillError(f"{t.label} was not held out on fold {fold}'s images: its soft labels would leak")
     twin, twin_cfg = find_twin(base, fold, teachers, ds, val_stems, runs_dir)  # before the student: errors early
     soft = teaching_targets(base, fold_teachers, weights, ds, train_idx, work / "cache")
-    summary = confidence_summary(soft if isinstance(soft, SoftLabels) else soft.preview(ds, train_idx), ds.masks)
-    console.print(f"fold {fold} soft labels: mean top-1 probability {summary['top1']:.3f}, second {summary['top2']:.4f}, "
-                  f"{summary['share_above_0.99'] * 100:.1f} % of pixels above 0.99, entropy {summary['entropy']:.3f} nats, "
-                  f"top-1 = hard label on {summary['agreement_with_labels'] * 100:.1f} % of pixels", markup=False)
+    summaries = {"soft_labels": confidence_summary(soft if isinstance(soft, SoftLabels) else soft.preview(ds, train_idx),
+                                                   ds.masks)}
+    if isinstance(soft, OnlineTeacher):  # what the student will see: the targets on augmented crops
+        transform = build_train_transform(base["augment"], ds.schema.flip_permutation, base["crop_size"])
+        if transform is not None:
+            transform.set_random_seed(base["seed"])
+            preview = soft.preview(ds, train_idx, transform)
+            summaries["soft_labels_augmented"] = confidence_summary(preview, preview.masks)
+    for key, summary in summaries.items():
+        console.print(f"fold {fold} {key.replace('_', ' ')}: mean top-1 probability {summary['top1']:.3f}, "
+                      f"second {summary['top2']:.4f}, {summary['share_above_0.99'] * 100:.1f} % of pixels above 0.99, "
+                      f"entropy {summary['entropy']:.3f} nats, top-1 = hard label on "
+                      f"{summary['agreement_with_labels'] * 100:.1f} % of pixels", markup=False)
     meta = {"folds_file": base["folds_file"], "distillation": dict(distill_meta, teachers=soft.teachers)}
     train_student(fcfg, ds, train_idx, val_idx, soft, meta)
 
@@ -161,8 +171,7 @@ def cross_validate_fold(base: dict, ds, teachers: list[Teacher], weights: dict, 
         twin = Path(twin_cfg["out"])
     else:
         console.print(f"hard-label twin of fold {fold}: {twin} (trained with identical settings)", markup=False)
-    return Path(fcfg["out"]), twin, {"soft_labels": summary, "teachers": [t.label for t in fold_teachers],
-                                     "twin": str(twin)}
+    return Path(fcfg["out"]), twin, dict(summaries, teachers=[t.label for t in fold_teachers], twin=str(twin))
 
 
 def teaching_targets(cfg: dict, teachers: list[Teacher], weights: dict, ds, train_idx,
