@@ -151,3 +151,21 @@ $PY -m analysis.oof_table runs/fpn_effnet_e64 --data "$DATA" --folds 0 \
   --out docs/results/fpn_effnet_e64_fold0_oof_table.npz 2>&1 | log oof_table_fpn_e64_f0
 $PY -m analysis.bootstrap --a docs/results/fpn_effnet_e64_fold0_oof_table.npz \
   --b docs/results/unet_effnet_ds_e64_fold0_oof_table.npz 2>&1 | log bootstrap_fpn_e64_vs_unet_e64_f0
+$PY -m analysis.bootstrap --a docs/results/fpn_effnet_e32_fold0_oof_table.npz \
+  --b docs/results/fpn_effnet_e64_fold0_oof_table.npz 2>&1 | log bootstrap_fpn_e32_vs_e64_f0
+# session 14: the 64-epoch teacher's lead over the 16-epoch twin (+5.4) taught a 16-epoch student, with the
+# cached soft labels and with online targets (the teacher run on each augmented batch; kd_targets=online)
+$PY distill.py --cv-only recipe=student_unet name=kd_unet_e64t16 teachers=[unet_effnet_ds_e64] teacher_folds=[0] \
+  cv_folds=[0] twin=unet_effnet_ds precision=fp32 2>&1 | log kd_unet_e64t16
+$PY -m analysis.oof_table runs/kd_unet_e64t16 --data "$DATA" --folds 0 \
+  --out docs/results/kd_unet_e64t16_fold0_oof_table.npz 2>&1 | log oof_table_kd_e64t16
+$PY -m analysis.bootstrap --a docs/results/unet_effnet_ds_fold0_oof_table.npz \
+  --b docs/results/kd_unet_e64t16_fold0_oof_table.npz 2>&1 | log bootstrap_kd_e64t16
+$PY distill.py --cv-only recipe=student_unet name=kd_unet_e64t16on teachers=[unet_effnet_ds_e64] teacher_folds=[0] \
+  cv_folds=[0] twin=unet_effnet_ds precision=fp32 kd_targets=online 2>&1 | log kd_unet_e64t16on
+$PY -m analysis.oof_table runs/kd_unet_e64t16on --data "$DATA" --folds 0 \
+  --out docs/results/kd_unet_e64t16on_fold0_oof_table.npz 2>&1 | log oof_table_kd_e64t16on
+$PY -m analysis.bootstrap --a docs/results/unet_effnet_ds_fold0_oof_table.npz \
+  --b docs/results/kd_unet_e64t16on_fold0_oof_table.npz 2>&1 | log bootstrap_kd_e64t16on
+$PY -m analysis.bootstrap --a docs/results/kd_unet_e64t16_fold0_oof_table.npz \
+  --b docs/results/kd_unet_e64t16on_fold0_oof_table.npz 2>&1 | log bootstrap_kd_e64t16_cached_vs_online

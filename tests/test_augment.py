@@ -92,6 +92,25 @@ def test_training_transform_keeps_left_parts_left(level):
     assert 0 < sum(mirrored) < len(mirrored)  # both mirrored and plain samples were checked
 
 
+def test_valid_marks_the_pixels_that_spatial_augmentation_padded():
+    """Online distillation computes its targets after augmentation, so ``valid`` must say where the
+    affine padded: exactly where the cached soft labels (one-hot everywhere before) came out zero,
+    flips, crops and all."""
+    images, masks, soft = pattern()
+    data = ArrayDataset(images, masks, build_train_transform("standard", SCHEMA.flip_permutation, crop_size=32), soft,
+                        valid=True)
+    padded = 0
+    for seed in range(6):
+        data.transform.set_random_seed(seed)
+        for i in range(len(data)):
+            item = data[i]
+            assert item["valid"].dtype == torch.bool and item["valid"].shape == (32, 32)
+            np.testing.assert_array_equal(item["valid"].numpy(), item["soft"].numpy().sum(-1) > 0.5)
+            padded += int((~item["valid"]).sum() > 0)
+    assert 0 < padded < 36  # some crops reached the padding, some did not
+    assert "valid" not in ArrayDataset(images, masks, data.transform, soft)[0]  # only when asked for
+
+
 def test_trainer_augments_with_the_schema_permutation(tiny_data, tmp_path):
     """The data a :class:`Trainer` feeds to the model (teacher or student, soft labels one-hot of
     the masks): in every flipped sample left and right are swapped in mask and soft labels."""

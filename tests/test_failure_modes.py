@@ -254,6 +254,21 @@ def test_3_nan_teacher_probabilities_never_become_soft_labels(tiny_data, tmp_pat
     assert not list((tmp_path / "cache").glob("*.npy"))
 
 
+def test_3_nan_online_targets_name_the_teachers_not_the_learning_rate(tiny_data, tmp_path, monkeypatch):
+    from workbench.data.dataset import load_dataset
+    from workbench.distillation import soft_labels as sl
+    from workbench.distillation.online_teacher import OnlineTeacher
+    from workbench.distillation.teachers import Teacher
+    schema = ClassSchema.from_dict(TINY_SCHEMA)
+    ds = load_dataset(tiny_data, 64)
+    path = tiny_model_file(tmp_path / "t.safetensors", schema)
+    teacher = OnlineTeacher([Teacher("t", "fam", 0, tmp_path, path, read_metadata(path))], {"fam": 1.0}, ds, "cpu")
+    monkeypatch.setattr(sl.tta, "flip_tta", lambda model, x, *a, **k: torch.full(
+        (len(x), schema.num_classes, 64, 64), float("nan")))
+    with pytest.raises(DistillError, match="non-finite probabilities.*t fold0"):
+        teacher(torch.from_numpy(ds.images[:2]))
+
+
 # ========================================================================= 4. missing predictions
 
 @pytest.fixture

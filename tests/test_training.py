@@ -208,7 +208,8 @@ def test_train_cli_reports_bad_dataset(tiny_data, tmp_path):
 def test_online_teacher_targets_are_computed_on_the_batch_the_student_trains_on(tiny_data, tmp_path, monkeypatch,
                                                                                  model_file):
     """With ``kd_targets: online`` the teachers see each augmented crop exactly as the student does
-    (colour jitter and all), and the step's loss is kd_weight * KD to those targets + the hard loss."""
+    (colour jitter and all), padded pixels get no target, and the step's loss is kd_weight * KD to
+    those targets + the hard loss."""
     from conftest import TINY_SCHEMA
     from workbench.core.schema import ClassSchema
     from workbench.distillation import online_teacher
@@ -226,7 +227,7 @@ def test_online_teacher_targets_are_computed_on_the_batch_the_student_trains_on(
     teacher = online_teacher.OnlineTeacher([Teacher("t", "t", 0, tmp_path, path, read_metadata(path))],
                                            {"t": 1.0}, ds, "cpu")
     seen = {}
-    real_forward, real_step, real_probs = SegLoss.forward, Trainer.train_step, online_teacher.ensemble_probs
+    real_forward, real_step, real_call = SegLoss.forward, Trainer.train_step, online_teacher.OnlineTeacher.__call__
 
     def hard_spy(self, logits, target):
         seen["logits"], seen["hard"] = logits.detach().float(), real_forward(self, logits, target).detach()
@@ -237,15 +238,18 @@ def test_online_teacher_targets_are_computed_on_the_batch_the_student_trains_on(
         seen["loss"] = real_step(self, batch)
         return seen["loss"]
 
-    def probs_spy(models, images, flip_perm, device):
-        seen["teacher_images"], seen["targets"] = images.clone(), real_probs(models, images, flip_perm, device)
+    def call_spy(self, images, valid=None):
+        seen["teacher_images"], seen["valid"] = images.clone(), valid
+        seen["targets"] = real_call(self, images, valid)
         return seen["targets"]
 
     monkeypatch.setattr(SegLoss, "forward", hard_spy)
     monkeypatch.setattr(Trainer, "train_step", step_spy)
-    monkeypatch.setattr(online_teacher, "ensemble_probs", probs_spy)
+    monkeypatch.setattr(online_teacher.OnlineTeacher, "__call__", call_spy)
     train_student(cfg, ds, train_idx, val_idx, teacher, {})
     assert seen["batch_images"].shape[1:3] == (32, 32)  # a crop ...
     assert torch.equal(seen["teacher_images"], seen["batch_images"])  # ... which the teacher saw as it was
+    valid = seen["valid"]
+    assert valid.shape == (len(valid), 32, 32) and (seen["targets"].sum(1) > 0.5).equal(valid)  # padding: no target
     kd = float(channel_kd_loss(seen["logits"], seen["targets"], 1.0))
     assert math.isclose(seen["loss"], 0.5 * kd + float(seen["hard"]), rel_tol=1e-4)

@@ -35,6 +35,10 @@ class HorizontalFlipSwap(A.DualTransform):
         return ("flip_perm",)
 
 
+# Targets transformed like the mask: soft labels (H, W, C), and the mask of pixels inside the image.
+EXTRA_TARGETS = {"soft": "mask", "valid": "mask"}
+
+
 def build_train_transform(level: str, flip_perm, crop_size: int = 0) -> A.Compose | None:
     """``none``: no augmentation (the H2O seed); ``flip``: label-swapping flip only; ``standard``:
     flip + mild affine (cars are photographed at varying distance and tilt) + colour jitter (paint
@@ -42,10 +46,11 @@ def build_train_transform(level: str, flip_perm, crop_size: int = 0) -> A.Compos
 
     ``crop_size`` > 0 ends the pipeline with a random square crop of that size, taken after the
     affine so that the crop sees the rescaled/rotated image; image, mask and soft labels are cropped
-    at the same place."""
+    at the same place. The additional target ``valid`` (a uint8 mask, 255 inside the image, see
+    :class:`~workbench.training.array_dataset.ArrayDataset`) comes out 0 where the affine padded."""
     crop = [A.RandomCrop(crop_size, crop_size)] if crop_size else []
     if level == "none":
-        return A.Compose(crop, additional_targets={"soft": "mask"}) if crop else None
+        return A.Compose(crop, additional_targets=EXTRA_TARGETS) if crop else None
     ops = [HorizontalFlipSwap(flip_perm, p=0.5)]
     if level == "standard":
         ops += [
@@ -57,4 +62,4 @@ def build_train_transform(level: str, flip_perm, crop_size: int = 0) -> A.Compos
         ]
     elif level != "flip":
         raise ValueError(f"unknown augment level {level!r}; choose none, flip or standard")
-    return A.Compose(ops + crop, additional_targets={"soft": "mask"})
+    return A.Compose(ops + crop, additional_targets=EXTRA_TARGETS)

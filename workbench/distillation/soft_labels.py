@@ -75,6 +75,11 @@ def teacher_records(teachers: list[Teacher], weights: dict[str, float]) -> list[
             for t in teachers]
 
 
+def describe_teachers(teachers: list[Teacher], weights: dict[str, float]) -> str:
+    """"ta fold0 (0.50), tb fold0 (0.50)": the teachers with a positive weight."""
+    return ", ".join(f"{t.label} ({weights[t.label]:.2f})" for t in teachers if weights[t.label] > 0)
+
+
 def check_input_size(teachers: list[Teacher], size: int) -> None:
     for t in teachers:
         if t.meta["input_size"] != [size, size]:
@@ -130,8 +135,7 @@ def soft_labels(teachers: list[Teacher], family_weights: dict[str, float], ds: D
     check_input_size(teachers, size)
     device = resolve_device(device_name)
     models = load_teaching_models(teachers, weights, device)
-    console.print("soft labels on {} images from {}".format(
-        len(indices), ", ".join(f"{t.label} ({weights[t.label]:.2f})" for t in teachers if weights[t.label] > 0)))
+    console.print(f"soft labels on {len(indices)} images from {describe_teachers(teachers, weights)}")
     C = ds.schema.num_classes
     cache_dir.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(cache_dir)  # what a killed run left
@@ -148,7 +152,7 @@ def soft_labels(teachers: list[Teacher], family_weights: dict[str, float], ds: D
     if not finite:
         tmp.unlink()
         raise DistillError("a teacher produced non-finite probabilities (a diverged model?); "
-                           f"teachers: {', '.join(t.label for t in teachers if weights[t.label] > 0)}")
+                           f"teachers: {describe_teachers(teachers, weights)}")
     info = {"kind": "log_probs", "dtype": "float16", "temperature": 1.0, "image_size": int(size),
             "stems": [ds.stems[i] for i in indices], "family_weights": family_weights,
             "teachers": teacher_records(teachers, weights)}
@@ -158,8 +162,10 @@ def soft_labels(teachers: list[Teacher], family_weights: dict[str, float], ds: D
     return open_cache(path, ds)
 
 
-def confidence_summary(soft: SoftLabels, masks: np.ndarray, sample: int = 64) -> dict:
-    """What the teachers' probabilities look like on (a sample of) the student's training images:
+def confidence_summary(soft, masks, sample: int = 64) -> dict:
+    """What the teachers' probabilities look like on (a sample of) the student's training images
+    (``soft``: a :class:`SoftLabels` or anything with its ``rows`` and ``[dataset index] -> (H, W, C)
+    probabilities``, such as :class:`~.online_teacher.Preview`; ``masks[dataset index]``: the labels):
     mean top-1 probability, share of pixels above 0.99, mean second-best probability, mean entropy
     (nats), and top-1 agreement with the hard labels. Printed before the student trains; the KD
     temperature is chosen from it."""

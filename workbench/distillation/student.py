@@ -36,13 +36,14 @@ def make_kd_loss(temperature: float, kd_weight: float, mix: str = "convex", kind
                  teacher: OnlineTeacher | None = None):
     """The ``extra_loss`` hook of :func:`workbench.training.fit` for distillation. The teacher's
     probabilities are the batch's cached soft labels (``batch["soft"]``, cropped and warped with the
-    image) or, given a ``teacher``, computed by it on the batch's augmented images."""
+    image) or, given a ``teacher``, computed by it on the batch's augmented images (zero on the padding
+    that ``batch["valid"]`` marks, so padding has no target either way)."""
     hard_weight = {"convex": 1 - kd_weight, "additive": 1.0}[mix]
     distil = KD_LOSSES[kind]
 
     def extra(logits, batch, hard):
         if teacher is not None:
-            soft = teacher(batch["image"])
+            soft = teacher(batch["image"], batch.get("valid"))
         else:
             soft = batch["soft"].permute(0, 3, 1, 2).float()
         return kd_weight * distil(logits, soft, temperature) + hard_weight * hard

@@ -12,10 +12,12 @@ import torch
 class ArrayDataset(torch.utils.data.Dataset):
     """Images/masks already in RAM (N, S, S, 3) / (N, S, S); optional soft labels, one (S, S, C)
     array per image, which the transform treats as a mask (the label-swapping flip permutes their
-    channels)."""
+    channels). ``valid=True`` adds a boolean (H, W) ``valid`` item: False where spatial augmentation
+    padded, for targets that are not warped with the image (online distillation). It travels as a
+    2-D mask of 255s, a value the label-swapping flip leaves alone."""
 
-    def __init__(self, images, masks, transform=None, soft=None):
-        self.images, self.masks, self.transform, self.soft = images, masks, transform, soft
+    def __init__(self, images, masks, transform=None, soft=None, valid: bool = False):
+        self.images, self.masks, self.transform, self.soft, self.valid = images, masks, transform, soft, valid
 
     def __len__(self):
         return len(self.images)
@@ -24,12 +26,16 @@ class ArrayDataset(torch.utils.data.Dataset):
         item = {"image": self.images[i], "mask": self.masks[i]}
         if self.soft is not None:
             item["soft"] = np.array(self.soft[i])  # copy: rows of a read-only memory map
+        if self.valid:
+            item["valid"] = np.full(self.masks[i].shape[:2], 255, np.uint8)
         if self.transform is not None:
             item = self.transform(**item)
         out = {"image": torch.from_numpy(np.ascontiguousarray(item["image"])),
                "mask": torch.from_numpy(np.ascontiguousarray(item["mask"])).long()}
         if self.soft is not None:
             out["soft"] = torch.from_numpy(np.ascontiguousarray(item["soft"]))
+        if self.valid:
+            out["valid"] = torch.from_numpy(np.ascontiguousarray(item["valid"]) > 0)
         return out
 
 

@@ -70,10 +70,10 @@ def deep_supervision_loss(seg_loss: nn.Module, main: torch.Tensor, aux: list[tor
 def kd_loss(student_logits: torch.Tensor, teacher_probs: torch.Tensor, temperature: float) -> torch.Tensor:
     """T^2 * KL(teacher_T || student_T), averaged over pixels that have a soft label.
 
-    ``teacher_probs`` are the ensemble's probabilities (N, C, H, W) at T=1 (float32, from float16
-    log-probabilities, so values down to 1e-12 are kept); the tempered teacher is
-    softmax(log p / T). Pixels whose soft label is all zero (padding from spatial augmentation) are
-    excluded. The T^2 factor keeps gradient magnitudes comparable across temperatures (Hinton et al.)."""
+    ``teacher_probs`` are the ensemble's probabilities (N, C, H, W) at T=1 (float32: from the cache's
+    float16 log-probabilities, so values down to 1e-12 are kept, or computed online); the tempered
+    teacher is softmax(log p / T). Pixels whose soft label is all zero (padding from spatial
+    augmentation: zero-filled in the cache, zeroed by the ``valid`` mask online) are excluded. The T^2 factor keeps gradient magnitudes comparable across temperatures (Hinton et al.)."""
     teacher_probs = teacher_probs.float()
     valid = teacher_probs.sum(1) > 0.5
     if not valid.any():

@@ -151,7 +151,8 @@ class Trainer:
         self.train_set = ArrayDataset(ds.images[idx], ds.masks[idx],
                                       build_train_transform(cfg["augment"], self.schema.flip_permutation,
                                                             cfg["crop_size"]),
-                                      None if self.soft is None else RowSubset(self.soft, idx))
+                                      None if self.soft is None else RowSubset(self.soft, idx),
+                                      valid=self.extra_loss is not None and cfg["kd_targets"] == "online")
         self.generator = torch.Generator().manual_seed(cfg["seed"])
         self.sampler = self.dist.sampler(self.train_set, cfg["seed"])  # this rank's share (None: one process)
         per_process = len(self.train_set) if self.sampler is None else len(self.sampler)
