@@ -39,6 +39,7 @@ ADDED = {"provenance",  # recorded since (issue 17 §6): commit, versions, hardw
          "cv_folds",  # the folds distill.py --cv cross-validates (campaign 2), default [] = teacher_folds
          "twin",  # the recipe whose fold-k run is the student's twin (campaign 2, session 7), default ''
          "workers", "val_every",  # DataLoader processes and validation interval (session 8), defaults 0 and 1
+         "kd_targets",  # cached soft labels or the teachers run on each augmented batch (session 14), default cached
 
          *LAUNCH_KEYS}  # config keys of the fold launcher (issue 18), in the recipe with their defaults
 
