@@ -142,7 +142,7 @@ $PY -m pytest -q -rA tests/test_weights.py -k regression 2>&1 | log ship_e64_reg
 $PY analysis/benchmark_inference.py --weights weights/student.safetensors --big 3 2>&1 | log ship_e64_benchmark
 $PY -m analysis.postprocessing runs/unet_effnet_ds_e32 --data "$DATA" --model weights/student.safetensors \
   --json docs/results/shipped_e64_postprocessing_on_e32_folds012.json 2>&1 | log pp_e64_on_e32
-# the strongest teacher lead this CPU has (+2.14): a 32-epoch UNet-DS student of fold 0 taught by the 64-epoch
+# the strongest teacher lead for a 32-epoch student (+2.14): a 32-epoch UNet-DS student of fold 0 taught by the 64-epoch
 # fold-0 model, against its 32-epoch twin; then the FPN family at the product schedule, fold 0
 $PY distill.py --cv-only recipe=student_unet name=kd_unet_e64t teachers=[unet_effnet_ds_e64] teacher_folds=[0] \
   cv_folds=[0] epochs=32 twin=unet_effnet_ds_e32 2>&1 | log kd_unet_e64t
@@ -153,6 +153,9 @@ $PY -m analysis.bootstrap --a docs/results/fpn_effnet_e64_fold0_oof_table.npz \
   --b docs/results/unet_effnet_ds_e64_fold0_oof_table.npz 2>&1 | log bootstrap_fpn_e64_vs_unet_e64_f0
 $PY -m analysis.bootstrap --a docs/results/fpn_effnet_e32_fold0_oof_table.npz \
   --b docs/results/fpn_effnet_e64_fold0_oof_table.npz 2>&1 | log bootstrap_fpn_e32_vs_e64_f0
+# the two families' ensemble at 64 epochs (OOF report only)
+$PY distill.py --report-only recipe=student_unet teachers=[unet_effnet_ds_e64,fpn_effnet_e64] teacher_folds=[0] \
+  name=report_e64 2>&1 | log report_e64
 # session 14: the 64-epoch teacher's lead over the 16-epoch twin (+5.4) taught a 16-epoch student, with the
 # cached soft labels and with online targets (the teacher run on each augmented batch; kd_targets=online)
 $PY distill.py --cv-only recipe=student_unet name=kd_unet_e64t16 teachers=[unet_effnet_ds_e64] teacher_folds=[0] \
@@ -161,6 +164,8 @@ $PY -m analysis.oof_table runs/kd_unet_e64t16 --data "$DATA" --folds 0 \
   --out docs/results/kd_unet_e64t16_fold0_oof_table.npz 2>&1 | log oof_table_kd_e64t16
 $PY -m analysis.bootstrap --a docs/results/unet_effnet_ds_fold0_oof_table.npz \
   --b docs/results/kd_unet_e64t16_fold0_oof_table.npz 2>&1 | log bootstrap_kd_e64t16
+$PY -m analysis.bootstrap --a docs/results/kd_unet_e32t_fold0_oof_table.npz \
+  --b docs/results/kd_unet_e64t16_fold0_oof_table.npz 2>&1 | log bootstrap_kd_e32t_vs_e64t16
 $PY distill.py --cv-only recipe=student_unet name=kd_unet_e64t16on teachers=[unet_effnet_ds_e64] teacher_folds=[0] \
   cv_folds=[0] twin=unet_effnet_ds precision=fp32 kd_targets=online 2>&1 | log kd_unet_e64t16on
 $PY -m analysis.oof_table runs/kd_unet_e64t16on --data "$DATA" --folds 0 \
