@@ -158,29 +158,29 @@ $PY distill.py --report-only recipe=student_unet teachers=[unet_effnet_ds_e64,fp
   name=report_e64 2>&1 | log report_e64
 # session 14: the 64-epoch teacher's lead over the 16-epoch twin (+5.4) taught a 16-epoch student, with the
 # cached soft labels and with online targets (the teacher run on each augmented batch; kd_targets=online)
+fold0_vs_twin() {  # $1 a --cv-only run on fold 0: its OOF table, bootstrapped against the 16-epoch twin's
+  $PY -m analysis.oof_table "runs/$1" --data "$DATA" --folds 0 \
+    --out "docs/results/$1_fold0_oof_table.npz" 2>&1 | log "oof_table_$1"
+  $PY -m analysis.bootstrap --a docs/results/unet_effnet_ds_fold0_oof_table.npz \
+    --b "docs/results/$1_fold0_oof_table.npz" 2>&1 | log "bootstrap_$1"
+}
 $PY distill.py --cv-only recipe=student_unet name=kd_unet_e64t16 teachers=[unet_effnet_ds_e64] teacher_folds=[0] \
   cv_folds=[0] twin=unet_effnet_ds precision=fp32 2>&1 | log kd_unet_e64t16
-$PY -m analysis.oof_table runs/kd_unet_e64t16 --data "$DATA" --folds 0 \
-  --out docs/results/kd_unet_e64t16_fold0_oof_table.npz 2>&1 | log oof_table_kd_e64t16
-$PY -m analysis.bootstrap --a docs/results/unet_effnet_ds_fold0_oof_table.npz \
-  --b docs/results/kd_unet_e64t16_fold0_oof_table.npz 2>&1 | log bootstrap_kd_e64t16
+fold0_vs_twin kd_unet_e64t16
 $PY -m analysis.bootstrap --a docs/results/kd_unet_e32t_fold0_oof_table.npz \
   --b docs/results/kd_unet_e64t16_fold0_oof_table.npz 2>&1 | log bootstrap_kd_e32t_vs_e64t16
 $PY distill.py --cv-only recipe=student_unet name=kd_unet_e64t16on teachers=[unet_effnet_ds_e64] teacher_folds=[0] \
   cv_folds=[0] twin=unet_effnet_ds precision=fp32 kd_targets=online 2>&1 | log kd_unet_e64t16on
-$PY -m analysis.oof_table runs/kd_unet_e64t16on --data "$DATA" --folds 0 \
-  --out docs/results/kd_unet_e64t16on_fold0_oof_table.npz 2>&1 | log oof_table_kd_e64t16on
-$PY -m analysis.bootstrap --a docs/results/unet_effnet_ds_fold0_oof_table.npz \
-  --b docs/results/kd_unet_e64t16on_fold0_oof_table.npz 2>&1 | log bootstrap_kd_e64t16on
+fold0_vs_twin kd_unet_e64t16on
 $PY -m analysis.bootstrap --a docs/results/kd_unet_e64t16_fold0_oof_table.npz \
   --b docs/results/kd_unet_e64t16on_fold0_oof_table.npz 2>&1 | log bootstrap_kd_e64t16_cached_vs_online
 # the same at an equal schedule: online targets from the two 16-epoch families of fold 0 (lead +0.05)
 $PY distill.py --cv-only recipe=student_unet name=kd_unet_e16on teachers=[fpn_effnet,unet_effnet_ds] teacher_folds=[0] \
   cv_folds=[0] precision=fp32 kd_targets=online 2>&1 | log kd_unet_e16on
-$PY -m analysis.oof_table runs/kd_unet_e16on --data "$DATA" --folds 0 \
-  --out docs/results/kd_unet_e16on_fold0_oof_table.npz 2>&1 | log oof_table_kd_e16on
-$PY -m analysis.bootstrap --a docs/results/unet_effnet_ds_fold0_oof_table.npz \
-  --b docs/results/kd_unet_e16on_fold0_oof_table.npz 2>&1 | log bootstrap_kd_e16on
+fold0_vs_twin kd_unet_e16on
 # the online student of the 64-epoch teacher again, now that padded pixels get no target (unfinished in session 14)
 $PY distill.py --cv-only recipe=student_unet name=kd_unet_e64t16onv teachers=[unet_effnet_ds_e64] teacher_folds=[0] \
   cv_folds=[0] twin=unet_effnet_ds precision=fp32 kd_targets=online 2>&1 | log kd_unet_e64t16onv
+fold0_vs_twin kd_unet_e64t16onv
+$PY -m analysis.bootstrap --a docs/results/kd_unet_e64t16_fold0_oof_table.npz \
+  --b docs/results/kd_unet_e64t16onv_fold0_oof_table.npz 2>&1 | log bootstrap_kd_e64t16_cached_vs_onlinev

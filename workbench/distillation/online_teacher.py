@@ -70,18 +70,18 @@ class Preview:
         self.teacher, self.ds, self.transform = teacher, ds, transform
         self.rows = {int(i): r for r, i in enumerate(np.asarray(indices))}
         self.masks = _Masks(self)
-        self._last: tuple[int, np.ndarray, np.ndarray] | None = None  # (index, image, mask) of the latest draw
+        self._views: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # the rows drawn so far
 
     def view(self, dataset_index: int) -> tuple[np.ndarray, np.ndarray]:
         """(image, mask) of one row, augmented once per row (asking again returns the same draw)."""
         i = int(dataset_index)
-        if self._last is None or self._last[0] != i:
+        if i not in self._views:
             image, mask = self.ds.images[i], self.ds.masks[i]
             if self.transform is not None:
                 out = self.transform(image=image, mask=mask)
                 image, mask = out["image"], out["mask"]
-            self._last = (i, np.ascontiguousarray(image), np.ascontiguousarray(mask))
-        return self._last[1], self._last[2]
+            self._views[i] = (np.ascontiguousarray(image), np.ascontiguousarray(mask))
+        return self._views[i]
 
     def __getitem__(self, dataset_index: int) -> np.ndarray:
         image = torch.from_numpy(self.view(dataset_index)[0][None]).to(self.teacher.device)
