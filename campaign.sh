@@ -158,10 +158,10 @@ $PY distill.py --report-only recipe=student_unet teachers=[unet_effnet_ds_e64,fp
   name=report_e64 2>&1 | log report_e64
 # session 14: the 64-epoch teacher's lead over the 16-epoch twin (+5.4) taught a 16-epoch student, with the
 # cached soft labels and with online targets (the teacher run on each augmented batch; kd_targets=online)
-fold0_vs_twin() {  # $1 a --cv-only run on fold 0: its OOF table, bootstrapped against the 16-epoch twin's
+fold0_vs_twin() {  # $1 a --cv-only run on fold 0: its OOF table, bootstrapped against its twin's ($2, default the 16-epoch one)
   $PY -m analysis.oof_table "runs/$1" --data "$DATA" --folds 0 \
     --out "docs/results/$1_fold0_oof_table.npz" 2>&1 | log "oof_table_$1"
-  $PY -m analysis.bootstrap --a docs/results/unet_effnet_ds_fold0_oof_table.npz \
+  $PY -m analysis.bootstrap --a "docs/results/${2:-unet_effnet_ds}_fold0_oof_table.npz" \
     --b "docs/results/$1_fold0_oof_table.npz" 2>&1 | log "bootstrap_$1"
 }
 $PY distill.py --cv-only recipe=student_unet name=kd_unet_e64t16 teachers=[unet_effnet_ds_e64] teacher_folds=[0] \
@@ -184,3 +184,9 @@ $PY distill.py --cv-only recipe=student_unet name=kd_unet_e64t16onv teachers=[un
 fold0_vs_twin kd_unet_e64t16onv
 $PY -m analysis.bootstrap --a docs/results/kd_unet_e64t16_fold0_oof_table.npz \
   --b docs/results/kd_unet_e64t16onv_fold0_oof_table.npz 2>&1 | log bootstrap_kd_e64t16_cached_vs_onlinev
+# session 15: the 32-epoch online student of the 64-epoch teacher (the cached one, kd_unet_e64t, gained +0.52)
+$PY distill.py --cv-only recipe=student_unet name=kd_unet_e64t32on teachers=[unet_effnet_ds_e64] teacher_folds=[0] \
+  cv_folds=[0] epochs=32 twin=unet_effnet_ds_e32 kd_targets=online 2>&1 | log kd_unet_e64t32on
+fold0_vs_twin kd_unet_e64t32on unet_effnet_ds_e32
+$PY -m analysis.bootstrap --a docs/results/kd_unet_e64t_fold0_oof_table.npz \
+  --b docs/results/kd_unet_e64t32on_fold0_oof_table.npz 2>&1 | log bootstrap_kd_e64t32_cached_vs_online

@@ -58,7 +58,8 @@ def train_student(cfg: dict, ds: Dataset, train_idx, val_idx, soft: SoftLabels |
         return fit(cfg, ds, train_idx, val_idx, meta_extra=meta_extra)
     kd = dict(temperature=cfg["temperature"], kd_weight=cfg["kd_weight"], mix=cfg["kd_mix"], kind=cfg["kd_loss"])
     if isinstance(soft, OnlineTeacher):
-        return fit(cfg, ds, train_idx, val_idx, extra_loss=make_kd_loss(**kd, teacher=soft), meta_extra=meta_extra)
+        return fit(cfg, ds, train_idx, val_idx, extra_loss=make_kd_loss(**kd, teacher=soft), meta_extra=meta_extra,
+                   valid_mask=True)
     missing = [ds.stems[i] for i in train_idx if int(i) not in soft.rows]
     if missing:
         raise ValueError(f"soft labels lack {len(missing)} training images, e.g. {missing[:3]}")

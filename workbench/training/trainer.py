@@ -93,15 +93,17 @@ class Trainer:
     and export OOF predictions on ``val_idx``; empty: train on everything, keep the last epoch).
 
     ``soft`` (N, S, S, C) soft labels (indexable by dataset row) and ``extra_loss(logits, batch,
-    hard_loss) -> loss`` let distillation reuse the loop; ``meta_extra`` is added to the model file's
-    metadata.
+    hard_loss) -> loss`` let distillation reuse the loop; ``valid_mask`` adds ``batch["valid"]`` (False
+    on the padding of crops and rotations), for an ``extra_loss`` that computes targets on the batch;
+    ``meta_extra`` is added to the model file's metadata.
     """
 
     def __init__(self, cfg: dict, ds: Dataset, train_idx, val_idx, soft=None, extra_loss: Callable | None = None,
-                 meta_extra: dict | None = None):
+                 meta_extra: dict | None = None, valid_mask: bool = False):
         self.cfg, self.ds = cfg, ds
         self.train_idx, self.val_idx = np.asarray(train_idx), np.asarray(val_idx)
         self.soft, self.extra_loss, self.meta_extra = soft, extra_loss, meta_extra or {}
+        self.valid_mask = valid_mask
         self.out = Path(cfg["out"])
         self.schema = ds.schema
         self.norm = normalization_meta(cfg["normalization"])
@@ -152,7 +154,7 @@ class Trainer:
                                       build_train_transform(cfg["augment"], self.schema.flip_permutation,
                                                             cfg["crop_size"]),
                                       None if self.soft is None else RowSubset(self.soft, idx),
-                                      valid=self.extra_loss is not None and cfg["kd_targets"] == "online")
+                                      valid=self.valid_mask)
         self.generator = torch.Generator().manual_seed(cfg["seed"])
         self.sampler = self.dist.sampler(self.train_set, cfg["seed"])  # this rank's share (None: one process)
         per_process = len(self.train_set) if self.sampler is None else len(self.sampler)
@@ -353,6 +355,6 @@ class Trainer:
 
 
 def fit(cfg: dict, ds: Dataset, train_idx, val_idx, soft=None, extra_loss: Callable | None = None,
-        meta_extra: dict | None = None) -> dict:
+        meta_extra: dict | None = None, valid_mask: bool = False) -> dict:
     """Train one model (see :class:`Trainer`); returns the metrics also written to ``<out>/metrics.json``."""
-    return Trainer(cfg, ds, train_idx, val_idx, soft, extra_loss, meta_extra).fit()
+    return Trainer(cfg, ds, train_idx, val_idx, soft, extra_loss, meta_extra, valid_mask).fit()
