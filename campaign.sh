@@ -197,3 +197,11 @@ $PY distill.py --cv-only recipe=student_unet name=kd_unet_e64t32on teachers=[une
 fold0_vs_twin kd_unet_e64t32on unet_effnet_ds_e32
 $PY -m analysis.bootstrap --a docs/results/kd_unet_e64t_fold0_oof_table.npz \
   --b docs/results/kd_unet_e64t32on_fold0_oof_table.npz 2>&1 | log bootstrap_kd_e64t32_cached_vs_online
+# session 15: run-to-run noise of the 32-epoch twin (seed 1, the same split), and the 32-epoch students against it
+$PY train.py recipe=unet_effnet_ds fold=0 epochs=32 seed=1 folds_file=runs/folds/dsmlr-carparts-c8fe9fab-k5-s0.json \
+  name=unet_effnet_ds_e32_s1 2>&1 | log unet_effnet_ds_e32_s1
+fold0_vs_twin unet_effnet_ds_e32_s1 unet_effnet_ds_e32
+for r in kd_unet_e64t32on kd_unet_e64t kd_unet_e32b kd_unet_e32s; do
+  $PY -m analysis.bootstrap --a docs/results/unet_effnet_ds_e32_s1_fold0_oof_table.npz \
+    --b "docs/results/${r}_fold0_oof_table.npz" 2>&1 | log "bootstrap_${r}_vs_twin_e32_s1"
+done
