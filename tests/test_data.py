@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from workbench.data.dataset import load_dataset
-from workbench.data.folds import get_folds, make_folds
+from workbench.data.folds import get_folds, make_folds, split_for
 from workbench.exceptions import DatasetError
 
 
@@ -83,6 +83,21 @@ def test_folds_are_deterministic_stratified_and_written_once(tiny_data, tmp_path
     assert path.exists() and get_folds(path, ds.stems, ds.masks, 5, 3, 0) == first
     with pytest.raises(ValueError, match="another dataset"):
         get_folds(path, ds.stems[:-1], ds.masks[:-1], 5, 3, 0)
+
+
+def test_folds_seed_keeps_the_split_of_another_seed(tiny_data, tmp_path, monkeypatch):
+    """A replicate (seed=1) with folds_seed=0 holds out the same images as the seed-0 run, from the same
+    default folds file, which a new machine rebuilds from folds_seed rather than from seed."""
+    monkeypatch.chdir(tmp_path)
+    ds = load_dataset(tiny_data, 32)
+    cfg = {"data": str(tiny_data), "folds": 3, "fold": 0, "folds_file": "", "seed": 0}
+    _, val0, path0 = split_for(cfg, ds)
+    _, val1, path1 = split_for(dict(cfg, seed=1), ds)
+    assert path1 != path0 and path1.name.endswith("-k3-s1.json")
+    assert sorted(val1) != sorted(val0)  # seed alone also draws the split
+    path0.unlink()  # a new machine: the replicate rebuilds the seed-0 file
+    _, val_rep, path_rep = split_for(dict(cfg, seed=1, folds_seed=0), ds)
+    assert path_rep == path0 and sorted(val_rep) == sorted(val0)
 
 
 def test_dsmlr_folds_spread_every_class(dsmlr):

@@ -27,8 +27,10 @@ DEFAULTS: dict = {
     "out": "",                     # run folder; empty = runs/<name>/fold<fold>
     "folds": 5,                    # k of the k-fold split
     "fold": 0,                     # held-out fold; -1 = train on all images, no validation
-    "folds_file": "",              # empty = runs/folds/<dataset>-<hash>-k<k>-s<seed>.json
-    "seed": 0,
+    "folds_file": "",              # empty = runs/folds/<dataset>-<hash>-k<k>-s<folds seed>.json
+    "seed": 0,                     # initialisation, augmentation and batch order; also the split unless folds_seed is set
+    "folds_seed": -1,              # seed of the k-fold split; -1 = seed. A replicate run keeps fold k's images
+                                   # with seed=1 folds_seed=0 (the folds file is rebuilt from it on a new machine)
     # model
     "arch": "unet",                # any smp architecture: unet, fpn, unetplusplus, deeplabv3plus, ...
     "encoder": "tf_efficientnet_lite0",  # any timm model name
@@ -94,6 +96,7 @@ RULES: dict[str, Field] = {
     "folds": Field(int, lo=2, hi=100),
     "fold": Field(int, lo=-1),                       # -1: all images, no validation; < folds (checked in resolve)
     "seed": _INT,
+    "folds_seed": Field(int, lo=-1),
     "image_size": Field(int, lo=INPUT_MULTIPLE, hi=MAX_INPUT_SIZE, multiple=INPUT_MULTIPLE),
     "crop_size": Field(int, lo=0, hi=MAX_INPUT_SIZE, multiple=INPUT_MULTIPLE),
     "decoder_channels": Field(list, hi=8, item=Field(int, lo=1, hi=4096)),

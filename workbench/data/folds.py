@@ -79,11 +79,19 @@ def get_folds(path: str | Path, stems: list[str], masks, num_classes: int, k: in
     return folds
 
 
+def folds_seed(cfg: dict) -> int:
+    """The seed that draws the k-fold split: ``folds_seed``, or the run's ``seed`` when it is -1 (or absent,
+    in configs written before the key existed)."""
+    seed = cfg.get("folds_seed", -1)
+    return cfg["seed"] if seed is None or seed < 0 else seed
+
+
 def split_for(cfg: dict, ds) -> tuple[np.ndarray, np.ndarray, Path]:
     """(train indices, held-out indices, folds file) of ``cfg['fold']`` over dataset ``ds``;
     fold -1 trains on everything."""
-    path = Path(cfg["folds_file"]) if cfg["folds_file"] else default_folds_path(cfg["data"], ds.stems, cfg["folds"], cfg["seed"])
-    folds = get_folds(path, ds.stems, ds.masks, ds.schema.num_classes, cfg["folds"], cfg["seed"])
+    seed = folds_seed(cfg)
+    path = Path(cfg["folds_file"]) if cfg["folds_file"] else default_folds_path(cfg["data"], ds.stems, cfg["folds"], seed)
+    folds = get_folds(path, ds.stems, ds.masks, ds.schema.num_classes, cfg["folds"], seed)
     assigned = np.array([folds[s] for s in ds.stems])
     if cfg["fold"] < 0:
         return np.arange(len(ds)), np.array([], dtype=np.int64), path

@@ -101,7 +101,7 @@ def teacher_config(teacher: Teacher, data: str) -> dict:
     """The fold-split part of the teacher's training config (for :func:`workbench.folds.split_for`)."""
     recipe = teacher.meta.get("recipe", {})
     return {"data": data, "fold": teacher.fold, "folds": recipe.get("folds", 5), "seed": recipe.get("seed", 0),
-            "folds_file": teacher.meta.get("folds_file") or recipe.get("folds_file", "")}
+            "folds_seed": recipe.get("folds_seed", -1), "folds_file": teacher.meta.get("folds_file") or recipe.get("folds_file", "")}
 
 
 @torch.inference_mode()
