@@ -205,3 +205,14 @@ for r in kd_unet_e64t32on kd_unet_e64t kd_unet_e32b kd_unet_e32s; do
   $PY -m analysis.bootstrap --a docs/results/unet_effnet_ds_e32_s1_fold0_oof_table.npz \
     --b "docs/results/${r}_fold0_oof_table.npz" 2>&1 | log "bootstrap_${r}_vs_twin_e32_s1"
 done
+# session 16 (a new machine: runs/ was gone, so the 32-epoch twin's seed-1 run restarted): a second 64-epoch teacher
+# of fold 0 (seed 1, the same split), published so that a later session can teach a 64-epoch student with it
+$PY train.py recipe=unet_effnet_ds fold=0 epochs=64 seed=1 folds_seed=0 name=unet_effnet_ds_e64_s1 2>&1 | log unet_effnet_ds_e64_s1
+fold0_vs_twin unet_effnet_ds_e64_s1 unet_effnet_ds_e64
+$PY distill.py --publish runs/unet_effnet_ds_e64_s1/fold0
+# the 64-epoch student of fold 0 taught online by it; seed 1 like the teacher, whose run is then the twin
+$PY distill.py --cv-only recipe=student_unet name=kd_unet_e64s1t64on teachers=[unet_effnet_ds_e64_s1] teacher_folds=[0] \
+  cv_folds=[0] epochs=64 seed=1 folds_seed=0 twin=unet_effnet_ds_e64_s1 kd_targets=online 2>&1 | log kd_unet_e64s1t64on
+fold0_vs_twin kd_unet_e64s1t64on unet_effnet_ds_e64_s1
+$PY -m analysis.bootstrap --a docs/results/unet_effnet_ds_e64_fold0_oof_table.npz \
+  --b docs/results/kd_unet_e64s1t64on_fold0_oof_table.npz 2>&1 | log bootstrap_kd_unet_e64s1t64on_vs_e64_s0
