@@ -210,6 +210,13 @@ done
 $PY train.py recipe=unet_effnet_ds fold=0 epochs=64 seed=1 folds_seed=0 name=unet_effnet_ds_e64_s1 2>&1 | log unet_effnet_ds_e64_s1
 fold0_vs_twin unet_effnet_ds_e64_s1 unet_effnet_ds_e64
 $PY distill.py --publish runs/unet_effnet_ds_e64_s1/fold0
+# the 32-epoch online student again with this teacher, seed 1: its twin is the seed-1 32-epoch run (the same seed and
+# schedule), a replicate of kd_unet_e64t32on (+1.26 / +1.76 over the two 32-epoch twins)
+$PY distill.py --cv-only recipe=student_unet name=kd_unet_e64s1t32on teachers=[unet_effnet_ds_e64_s1] teacher_folds=[0] \
+  cv_folds=[0] epochs=32 seed=1 folds_seed=0 twin=unet_effnet_ds_e32_s1 kd_targets=online 2>&1 | log kd_unet_e64s1t32on
+fold0_vs_twin kd_unet_e64s1t32on unet_effnet_ds_e32_s1
+$PY -m analysis.bootstrap --a docs/results/unet_effnet_ds_e32_fold0_oof_table.npz \
+  --b docs/results/kd_unet_e64s1t32on_fold0_oof_table.npz 2>&1 | log bootstrap_kd_unet_e64s1t32on_vs_e32_s0
 # the 64-epoch student of fold 0 taught online by it; seed 1 like the teacher, whose run is then the twin
 $PY distill.py --cv-only recipe=student_unet name=kd_unet_e64s1t64on teachers=[unet_effnet_ds_e64_s1] teacher_folds=[0] \
   cv_folds=[0] epochs=64 seed=1 folds_seed=0 twin=unet_effnet_ds_e64_s1 kd_targets=online 2>&1 | log kd_unet_e64s1t64on
