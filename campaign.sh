@@ -184,8 +184,10 @@ $PY distill.py --cv-only recipe=student_unet name=kd_unet_e64t16onv teachers=[un
 fold0_vs_twin kd_unet_e64t16onv
 $PY -m analysis.bootstrap --a docs/results/kd_unet_e64t16_fold0_oof_table.npz \
   --b docs/results/kd_unet_e64t16onv_fold0_oof_table.npz 2>&1 | log bootstrap_kd_e64t16_cached_vs_onlinev
+# (the seed-1 runs name the seed-0 folds file, as they ran, so that these commands resume them; on a machine without
+# it the file is rebuilt from seed 0, the seed its name says; folds_seed=0 selects the same split)
 # session 15: run-to-run noise of the 16-epoch twin (another seed, the same folds), then the 32-epoch online student of the 64-epoch teacher (the cached one, kd_unet_e64t, gained +0.52)
-$PY train.py recipe=unet_effnet_ds fold=0 seed=1 folds_seed=0 \
+$PY train.py recipe=unet_effnet_ds fold=0 seed=1 folds_file=runs/folds/dsmlr-carparts-c8fe9fab-k5-s0.json \
   name=unet_effnet_ds_s1 precision=fp32 2>&1 | log unet_effnet_ds_s1
 fold0_vs_twin unet_effnet_ds_s1
 for r in kd_unet_e64t16on kd_unet_e64t16onv kd_unet_e64t16 kd_unet_e16on kd_unet_e32t; do   # the 16-epoch students against the second twin
@@ -198,7 +200,7 @@ fold0_vs_twin kd_unet_e64t32on unet_effnet_ds_e32
 $PY -m analysis.bootstrap --a docs/results/kd_unet_e64t_fold0_oof_table.npz \
   --b docs/results/kd_unet_e64t32on_fold0_oof_table.npz 2>&1 | log bootstrap_kd_e64t32_cached_vs_online
 # session 15: run-to-run noise of the 32-epoch twin (seed 1, the same split), and the 32-epoch students against it
-$PY train.py recipe=unet_effnet_ds fold=0 epochs=32 seed=1 folds_seed=0 \
+$PY train.py recipe=unet_effnet_ds fold=0 epochs=32 seed=1 folds_file=runs/folds/dsmlr-carparts-c8fe9fab-k5-s0.json \
   name=unet_effnet_ds_e32_s1 2>&1 | log unet_effnet_ds_e32_s1
 fold0_vs_twin unet_effnet_ds_e32_s1 unet_effnet_ds_e32
 for r in kd_unet_e64t32on kd_unet_e64t kd_unet_e32b kd_unet_e32s; do
@@ -207,7 +209,8 @@ for r in kd_unet_e64t32on kd_unet_e64t kd_unet_e32b kd_unet_e32s; do
 done
 # session 16 (a new machine: runs/ was gone, so the 32-epoch twin's seed-1 run restarted): a second 64-epoch teacher
 # of fold 0 (seed 1, the same split), published so that a later session can teach a 64-epoch student with it
-$PY train.py recipe=unet_effnet_ds fold=0 epochs=64 seed=1 folds_seed=0 name=unet_effnet_ds_e64_s1 2>&1 | log unet_effnet_ds_e64_s1
+$PY train.py recipe=unet_effnet_ds fold=0 epochs=64 seed=1 \
+  folds_file=runs/folds/dsmlr-carparts-c8fe9fab-k5-s0.json name=unet_effnet_ds_e64_s1 2>&1 | log unet_effnet_ds_e64_s1
 fold0_vs_twin unet_effnet_ds_e64_s1 unet_effnet_ds_e64
 $PY distill.py --publish runs/unet_effnet_ds_e64_s1/fold0
 # the 32-epoch online student again with this teacher, seed 1: its twin is the seed-1 32-epoch run (the same seed and

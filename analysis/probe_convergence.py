@@ -31,7 +31,7 @@ optimiser (arch, encoder, encoder_weights, decoder_channels, head_scale, deep_su
 normalization, lr, decoder_lr_mult, weight_decay, loss, dice_weight, precision). Defaults for every
 variant: encoder=tf_efficientnet_lite2 encoder_weights=imagenet lr=1e-3 weight_decay=1e-4; the
 positional key=value settings change them for all variants, and also set the shared data keys
-(batch_size=8 augment=standard seed=0 fold=0 folds folds_file device). Prints a markdown table;
+(batch_size=8 augment=standard seed=0 fold=0 folds folds_file folds_seed device). Prints a markdown table;
 --out saves every step's loss as JSON.
 """
 
@@ -52,7 +52,7 @@ from workbench.core.cli import fail_cleanly  # noqa: E402
 VARIANT_KEYS = ("arch", "encoder", "encoder_weights", "decoder_channels", "head_scale", "deep_supervision",
                 "normalization", "lr", "decoder_lr_mult", "weight_decay", "loss", "dice_weight", "precision")
 # Keys every variant shares, because they make the batch stream (or the machine): positional only.
-SHARED_KEYS = ("batch_size", "augment", "seed", "fold", "folds", "folds_file", "device")
+SHARED_KEYS = ("batch_size", "augment", "seed", "fold", "folds", "folds_file", "folds_seed", "device")
 # Keys with their own option.
 OPTION_KEYS = {"data": "--data", "image_size": "--image-size", "crop_size": "--crop-size", "threads": "--threads",
                "max_steps": "--steps"}
@@ -270,7 +270,7 @@ def main(argv: list[str] | None = None) -> int:
     p = parser("python -m analysis.probe_convergence", __doc__)
     p.add_argument("settings", nargs="*", metavar="key=value",
                    help="settings for every variant (e.g. encoder=tf_efficientnet_lite0) and the shared data keys "
-                        "(batch_size, augment, seed, fold, folds, folds_file, device)")
+                        "(batch_size, augment, seed, fold, folds, folds_file, folds_seed, device)")
     p.add_argument("--variant", action="append", metavar="'NAME: key=value ...'",
                    help="a variant to train (repeat the option); default: " + "; ".join(DEFAULT_VARIANTS))
     p.add_argument("--data", metavar="DIR", help="dataset folder (default: train.py's)")

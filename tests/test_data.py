@@ -1,12 +1,14 @@
 """Dataset validation: one clear report naming every bad file, one test per kind of problem."""
 
+import json
+
 import cv2
 import numpy as np
 import pytest
 
 from workbench.data.dataset import load_dataset
 from workbench.data.folds import get_folds, make_folds, split_for
-from workbench.exceptions import DatasetError
+from workbench.exceptions import ConfigError, DatasetError
 
 
 def problems_of(path):
@@ -98,6 +100,13 @@ def test_folds_seed_keeps_the_split_of_another_seed(tiny_data, tmp_path, monkeyp
     path0.unlink()  # a new machine: the replicate rebuilds the seed-0 file
     _, val_rep, path_rep = split_for(dict(cfg, seed=1, folds_seed=0), ds)
     assert path_rep == path0 and sorted(val_rep) == sorted(val0)
+    # a config that names the seed-0 file (a replicate or a published teacher) rebuilds it from seed 0, the
+    # seed its name says, not from the run's own seed
+    path0.unlink()
+    _, val_named, _ = split_for(dict(cfg, seed=1, folds_file=str(path0)), ds)
+    assert sorted(val_named) == sorted(val0) and json.loads(path0.read_text())["seed"] == 0
+    with pytest.raises(ConfigError, match="split of seed 0, but folds_seed=1"):
+        split_for(dict(cfg, folds_seed=1, folds_file=str(path0)), ds)
 
 
 def test_dsmlr_folds_spread_every_class(dsmlr):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -79,17 +80,31 @@ def get_folds(path: str | Path, stems: list[str], masks, num_classes: int, k: in
     return folds
 
 
-def folds_seed(cfg: dict) -> int:
+_DEFAULT_NAME = re.compile(r"-[0-9a-f]{8}-k(\d+)-s(\d+)\.json$")
+
+
+def folds_seed(cfg: dict, path: str | Path | None = None) -> int:
     """The seed that draws the k-fold split: ``folds_seed``, or the run's ``seed`` when it is -1 (or absent,
-    in configs written before the key existed)."""
+    in configs written before the key existed). A folds file ``path`` named like :func:`default_folds_path`
+    (``...-k<k>-s<N>.json``) was drawn with seed N: a missing one is rebuilt from N, not from the run's
+    seed (a replicate run, or a published teacher whose config names the file, on a new machine), and
+    an explicit ``folds_seed`` that contradicts the name is an error."""
     seed = cfg.get("folds_seed", -1)
-    return cfg["seed"] if seed is None or seed < 0 else seed
+    explicit = seed is not None and seed >= 0
+    seed = seed if explicit else cfg["seed"]
+    match = _DEFAULT_NAME.search(Path(path).name) if path else None
+    if match and int(match.group(2)) != seed:
+        if explicit:
+            raise ConfigError(f"folds_file {path} holds the split of seed {match.group(2)}, but folds_seed={seed}; "
+                              "set one of them")
+        seed = int(match.group(2))
+    return seed
 
 
 def split_for(cfg: dict, ds) -> tuple[np.ndarray, np.ndarray, Path]:
     """(train indices, held-out indices, folds file) of ``cfg['fold']`` over dataset ``ds``;
     fold -1 trains on everything."""
-    seed = folds_seed(cfg)
+    seed = folds_seed(cfg, cfg["folds_file"] or None)
     path = Path(cfg["folds_file"]) if cfg["folds_file"] else default_folds_path(cfg["data"], ds.stems, cfg["folds"], seed)
     folds = get_folds(path, ds.stems, ds.masks, ds.schema.num_classes, cfg["folds"], seed)
     assigned = np.array([folds[s] for s in ds.stems])
