@@ -60,6 +60,7 @@ def run(argv: list[str], cv: bool = False, final: bool = True, runs_dir: Path = 
         raise DistillError(f"teachers were trained on another schema than {cfg['data']}")
     for t in teachers:
         ensure_oof(t, ds, cfg["data"], cfg["device"])
+        held_out_stems(t, ds, cfg["data"])  # a missing folds file is rebuilt from the teachers' split, not the student's
     folds_file = teachers[0].meta.get("folds_file", "")
     base = dict(cfg, folds_file=folds_file)
     work = runs_dir / cfg["name"]
