@@ -52,6 +52,10 @@ def default_folds_path(data_dir: str | Path, stems: list[str], k: int, seed: int
     return Path("runs") / "folds" / f"{Path(data_dir).resolve().name}-{digest}-k{k}-s{seed}.json"
 
 
+# the tail of the name above, read back by folds_seed (change both together; tests/test_data.py checks they agree)
+_DEFAULT_NAME = re.compile(r"-[0-9a-f]{8}-k(\d+)-s(\d+)\.json$")
+
+
 def write_folds(path: str | Path, folds: dict[str, int], k: int, seed: int) -> None:
     atomic_write(path, json.dumps({"k": k, "seed": seed, "folds": folds}, indent=1))
 
@@ -78,9 +82,6 @@ def get_folds(path: str | Path, stems: list[str], masks, num_classes: int, k: in
     folds = make_folds(stems, masks, num_classes, k, seed)
     write_folds(path, folds, k, seed)
     return folds
-
-
-_DEFAULT_NAME = re.compile(r"-[0-9a-f]{8}-k(\d+)-s(\d+)\.json$")
 
 
 def folds_seed(cfg: dict, path: str | Path | None = None) -> int:
