@@ -220,6 +220,8 @@ $PY distill.py --cv-only recipe=student_unet name=kd_unet_e64s1t32on teachers=[u
 fold0_vs_twin kd_unet_e64s1t32on unet_effnet_ds_e32_s1
 $PY -m analysis.bootstrap --a docs/results/unet_effnet_ds_e32_fold0_oof_table.npz \
   --b docs/results/kd_unet_e64s1t32on_fold0_oof_table.npz 2>&1 | log bootstrap_kd_unet_e64s1t32on_vs_e32_s0
+$PY -m analysis.bootstrap --a docs/results/kd_unet_e64t32on_fold0_oof_table.npz \
+  --b docs/results/kd_unet_e64s1t32on_fold0_oof_table.npz 2>&1 | log bootstrap_kd_unet_e64t32on_vs_e64s1t32on
 # the 64-epoch student of fold 0 taught online by it; seed 1 like the teacher, whose run is then the twin
 $PY distill.py --cv-only recipe=student_unet name=kd_unet_e64s1t64on teachers=[unet_effnet_ds_e64_s1] teacher_folds=[0] \
   cv_folds=[0] epochs=64 seed=1 folds_seed=0 twin=unet_effnet_ds_e64_s1 kd_targets=online 2>&1 | log kd_unet_e64s1t64on
