@@ -228,3 +228,15 @@ $PY distill.py --cv-only recipe=student_unet name=kd_unet_e64s1t64on teachers=[u
 fold0_vs_twin kd_unet_e64s1t64on unet_effnet_ds_e64_s1
 $PY -m analysis.bootstrap --a docs/results/unet_effnet_ds_e64_fold0_oof_table.npz \
   --b docs/results/kd_unet_e64s1t64on_fold0_oof_table.npz 2>&1 | log bootstrap_kd_unet_e64s1t64on_vs_e64_s0
+# session 18: the teacher and the 64-epoch student as a two-run ensemble of the 64-epoch recipe (a teacher lead?)
+$PY distill.py --report-only recipe=student_unet name=report_e64pair teachers=[unet_effnet_ds_e64_s1,kd_unet_e64s1t64on] \
+  teacher_folds=[0] 2>&1 | log report_e64pair
+cp runs/report_e64pair/teaching_ensemble_oof_table.npz docs/results/report_e64pair_teaching_ensemble_oof_table.npz
+$PY -m analysis.bootstrap --a docs/results/unet_effnet_ds_e64_s1_fold0_oof_table.npz \
+  --b docs/results/report_e64pair_teaching_ensemble_oof_table.npz 2>&1 | log bootstrap_report_e64pair_vs_e64_s1
+# the product's recipe (64 epochs) on a second fold: fold 1, against the 32-epoch run of fold 1
+$PY train.py recipe=unet_effnet_ds fold=1 epochs=64 name=unet_effnet_ds_e64 2>&1 | log unet_effnet_ds_e64_fold1
+$PY -m analysis.oof_table runs/unet_effnet_ds_e64 --data "$DATA" --folds 1 \
+  --out docs/results/unet_effnet_ds_e64_fold1_oof_table.npz 2>&1 | log oof_table_unet_effnet_ds_e64_fold1
+$PY -m analysis.bootstrap --a docs/results/unet_effnet_ds_e32_fold1_oof_table.npz \
+  --b docs/results/unet_effnet_ds_e64_fold1_oof_table.npz 2>&1 | log bootstrap_unet_effnet_ds_e32_vs_e64_fold1
