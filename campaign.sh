@@ -240,3 +240,7 @@ $PY -m analysis.oof_table runs/unet_effnet_ds_e64 --data "$DATA" --folds 1 \
   --out docs/results/unet_effnet_ds_e64_fold1_oof_table.npz 2>&1 | log oof_table_unet_effnet_ds_e64_fold1
 $PY -m analysis.bootstrap --a docs/results/unet_effnet_ds_e32_fold1_oof_table.npz \
   --b docs/results/unet_effnet_ds_e64_fold1_oof_table.npz 2>&1 | log bootstrap_unet_effnet_ds_e32_vs_e64_fold1
+# session 18: one of tailgate / trunk per photo, measured on every fold-0 run's OOF predictions (README, "Exclusive parts")
+$PY -m analysis.exclusive_parts runs/unet_effnet_ds_e64_s1 runs/kd_unet_e64s1t64on runs/unet_effnet_ds_e32 \
+  runs/unet_effnet_ds_e32_s1 runs/kd_unet_e64s1t32on --data "$DATA" --group tailgate trunk \
+  --json docs/results/exclusive_parts_fold0.json 2>&1 | log exclusive_parts_fold0

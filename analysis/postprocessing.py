@@ -1,5 +1,6 @@
 """TTA and cleanup ablation on a run's out-of-fold predictions: does a model file's post-processing
-(flip TTA, per-class small-component cleanup, as stored in its metadata) pay on held-out images?
+(flip TTA, exclusive part groups, per-class small-component cleanup, as stored in its metadata) pay
+on held-out images?
 
 examples:
   python -m analysis.postprocessing runs/unet_effnet_ds_e32 --data ../shared/datasets/dsmlr-carparts \\
@@ -8,7 +9,7 @@ examples:
       --folds 1 2 --json docs/results/postprocessing.json
 
 Per fold and over the folds pooled: mIoU without TTA, with flip TTA, with flip TTA and the model
-file's cleanup thresholds, with flip TTA and the cleanup the same rule (distill.py's) would choose
+file's post-processing (its exclusive part groups, then its cleanup thresholds), with flip TTA and the cleanup the same rule (distill.py's) would choose
 on these very images (optimistic: chosen and scored on the same images), and, with two folds or
 more, with flip TTA and the cleanup that rule chooses on the *other* folds ("cross-fitted": an
 honest estimate of the rule itself). When the file's thresholds were chosen on other folds, "file's
@@ -27,9 +28,9 @@ from analysis._cli import COUNT, parser
 from workbench.core.cli import fail_cleanly
 
 
-def ablation(fold_runs: list[Path], data: str, thresholds: dict[str, float]) -> dict:
+def ablation(fold_runs: list[Path], data: str, thresholds: dict[str, float], exclusive: list[list[str]] = ()) -> dict:
     """{"folds": {name: row}, "pooled": row}; a row holds mIoU values (fractions) and, pooled, the
-    bootstrap of the file's cleanup against flip TTA alone."""
+    bootstrap of the file's post-processing (its exclusive groups, then its cleanup) against flip TTA alone."""
     import numpy as np
 
     from workbench.data import load_dataset
@@ -38,15 +39,15 @@ def ablation(fold_runs: list[Path], data: str, thresholds: dict[str, float]) -> 
     from workbench.evaluation.bootstrap import paired_bootstrap
     from workbench.evaluation.metrics import mean_iou
     from workbench.exceptions import AnalysisError
-    from workbench.inference.postprocess import suppress_small_components
+    from workbench.inference.postprocess import merge_exclusive, suppress_small_components
     from workbench.training.oof import load_oof
 
     size = load_oof(fold_runs[0]).image_size
     ds = load_dataset(data, size)
     names = list(ds.schema.names)
-    unknown = sorted(set(thresholds) - set(names))
+    unknown = sorted((set(thresholds) | {n for g in exclusive for n in g}) - set(names))
     if unknown:
-        raise AnalysisError(f"the model file's cleanup names classes {unknown} that {data} does not have")
+        raise AnalysisError(f"the model file's post-processing names classes {unknown} that {data} does not have")
 
     def cleaner(min_area: dict[str, float]):
         index = {names.index(k): float(v) for k, v in min_area.items()}
@@ -63,7 +64,14 @@ def ablation(fold_runs: list[Path], data: str, thresholds: dict[str, float]) -> 
         d = paired_bootstrap(a, b)
         return {"delta": d.delta, "low": d.low, "high": d.high, "images": d.images}
 
-    post = cleaner(thresholds)
+    groups = [[names.index(n) for n in g] for g in exclusive]
+    clean = cleaner(thresholds)
+
+    def file_post(p):  # as the Predictor: exclusive parts first, then the cleanup
+        p = merge_exclusive(p, groups) if groups else p
+        return clean(p) if clean else p
+
+    post = file_post if groups or clean else None
     w = {"run": 1.0}
     folds, per_fold = {}, []
     for run in fold_runs:
@@ -87,7 +95,7 @@ def ablation(fold_runs: list[Path], data: str, thresholds: dict[str, float]) -> 
     pooled["file_cleanup_minus_tta"] = interval(pooled_cms["tta"], pooled_cms["tta_file_cleanup"])
     if "tta_cleanup_cross_fitted" in pooled_cms:
         pooled["cross_fitted_cleanup_minus_tta"] = interval(pooled_cms["tta"], pooled_cms["tta_cleanup_cross_fitted"])
-    return {"folds": folds, "pooled": pooled, "file_cleanup": thresholds}
+    return {"folds": folds, "pooled": pooled, "file_cleanup": thresholds, "file_exclusive": list(exclusive)}
 
 
 @fail_cleanly
@@ -111,12 +119,13 @@ def main(argv: list[str] | None = None) -> int:
     meta = read_metadata(args.model)
     cleanup = meta.get("cleanup") or {}
     thresholds = cleanup.get("min_area", {}) if cleanup.get("enabled") else {}
-    result = ablation(discover_folds(args.run, args.folds), args.data, thresholds)
+    exclusive = meta.get("exclusive") or []
+    result = ablation(discover_folds(args.run, args.folds), args.data, thresholds, exclusive)
 
-    table = Table(title=f"{args.run}: post-processing ablation, mIoU % (cleanup of {args.model}: "
-                        f"{len(thresholds)} classes)")
+    table = Table(title=f"{args.run}: post-processing ablation, mIoU % ({args.model}: cleanup of "
+                        f"{len(thresholds)} classes" + "".join(f", one of {'/'.join(g)}" for g in exclusive) + ")")
     keys = ["no_tta", "tta", "tta_file_cleanup", "tta_cleanup_chosen_here"]
-    columns = ["", "images", "no TTA", "flip TTA", "TTA + file's cleanup", "TTA + cleanup chosen here"]
+    columns = ["", "images", "no TTA", "flip TTA", "TTA + file's post-processing", "TTA + cleanup chosen here"]
     if "tta_cleanup_cross_fitted" in result["pooled"]:
         keys.append("tta_cleanup_cross_fitted")
         columns.append("TTA + cleanup chosen on the other folds")
@@ -125,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     for name, r in [*result["folds"].items(), *([("pooled", result["pooled"])] if len(result["folds"]) > 1 else [])]:
         table.add_row(name, str(r["images"]), *(f"{r[k] * 100:.2f}" for k in keys))
     console.print(table)
-    for key, what in (("file_cleanup_minus_tta", "file's cleanup"),
+    for key, what in (("file_cleanup_minus_tta", "file's post-processing"),
                       ("cross_fitted_cleanup_minus_tta", "cleanup chosen on the other folds")):
         if key in result["pooled"]:
             d = result["pooled"][key]

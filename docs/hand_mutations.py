@@ -61,6 +61,12 @@ M = [
  ("LR schedule: linear instead of cosine decay", T, 'return 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))', 'return 1.0 - min(1.0, progress)', "tests/test_training.py"),
  ("LR schedule: scheduler stepped once per epoch", T, '                self.scheduler.step()\n', '', "tests/test_training.py"),
  ("LR schedule: decoder LR multiplier ignored", "workbench/models/build.py", '{"params": rest, "lr": lr * decoder_lr_mult, "name": "decoder"}', '{"params": rest, "lr": lr, "name": "decoder"}', "tests/test_training.py"),
+ ("merge_exclusive: the group goes to its smaller member", "workbench/inference/postprocess.py", 'keep = group[int(counts.argmax())]', 'keep = group[int(counts.argmin())]', "tests/test_cleanup.py"),
+ ("Predictor ignores the file's exclusive groups", "workbench/inference/predictor.py", '            probs = merge_exclusive(probs, self.exclusive)\n', '            pass\n', "tests/test_cleanup.py"),
+ ("choose_exclusive: each fold decided on itself, not on the others", "workbench/distillation/postprocessing.py", 'others = folds != f', 'others = folds == f', "tests/test_distill_choices.py"),
+ ("choose_exclusive: a group that costs is kept", "workbench/distillation/postprocessing.py", 'if gain > 1e-4:', 'if True:', "tests/test_distill_choices.py"),
+ ("exclusive_candidates: a group two parts of which share a mask is tried", "workbench/distillation/postprocessing.py", '        if shared:\n', '        if False:\n', "tests/test_distill_choices.py"),
+ ("analysis.postprocessing ignores the file's exclusive groups", "analysis/postprocessing.py", 'exclusive = meta.get("exclusive") or []', 'exclusive = []', "tests/test_analysis.py"),
 ]
 
 def run(only=None):

@@ -530,3 +530,49 @@ def test_resolution_cli_writes_tables_and_refuses_a_run_without_model_files(data
     assert resolution([str(run), "--data", str(dataset["data"]), "--folds", "1"]) == 2
     err = capsys.readouterr().err
     assert "fold1: no model.safetensors" in err and "Traceback" not in err
+
+
+def test_exclusive_parts_checks_the_masks_and_scores_the_rule_on_oof(dataset, tmp_path, capsys, model_file):
+    """The toy masks hold a hood and never a front-right door. Every prediction is the ground truth
+    with a 2x2 hood patch called front-right door: the rule (one of hood / front-right door per
+    photo) fires on every image and keeps the hood (the larger part, the right one); the
+    front-right door, absent from masks and merged predictions alike, has no IoU after. An unknown
+    part name is a clean error."""
+    from analysis.exclusive_parts import main as exclusive_parts
+
+    C, S = SCHEMA.num_classes, 16
+    run, stems = tmp_path / "runs" / "split", dataset["stems"]
+    for fold in (0, 1):
+        fs = stems[fold::2]
+        views = []
+        for s in fs:
+            idx = SCHEMA.value_to_index[cv2.resize(cv2.imread(str(dataset["data"] / "masks" / f"{s}.png"),
+                                                               cv2.IMREAD_GRAYSCALE), (S, S),
+                                                    interpolation=cv2.INTER_NEAREST)]
+            ys, xs = np.nonzero(idx == HOOD)
+            assert ys.size > 4
+            idx[ys[:2], xs[:2]] = FR
+            idx[ys[-2:], xs[-2:]] = FR
+            views.append(np.eye(C, dtype=np.float32)[idx].transpose(2, 0, 1))
+        probs = to_uint8(np.stack(views))
+        save_oof(run / f"fold{fold}", fs, SCHEMA, S, fold, probs, probs)
+    out = tmp_path / "ex.json"
+    group = [SCHEMA.names[HOOD], SCHEMA.names[FR]]
+    assert exclusive_parts([str(run), "--data", str(dataset["data"]), "--group", *group, "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert result["masks_with_two_or_more"] == []
+    r = result["runs"][str(run)]
+    assert r["images"] == 4 and r["fired"] == 4 and r["kept_right"] == 4
+    assert r["tta_merged"] > r["tta"] and r["delta"] > 0  # (not 1: the 16-px maps are scored on 32-px masks)
+    assert r["iou_after"][SCHEMA.names[HOOD]] > r["iou_before"][SCHEMA.names[HOOD]]
+    assert r["iou_before"][SCHEMA.names[FR]] == 0 and np.isnan(r["iou_after"][SCHEMA.names[FR]])
+    assert "0 of 4 masks" in capsys.readouterr().out
+    assert exclusive_parts([str(run), "--data", str(dataset["data"]), "--group", "hood", "tailgate"]) == 2
+    assert "no part named tailgate" in capsys.readouterr().err
+    # a model file holding the same group: analysis.postprocessing applies it as the Predictor does
+    from analysis.postprocessing import main as postprocessing
+
+    ex = model_file(tmp_path / "ex.safetensors", SCHEMA, exclusive=[group])
+    assert postprocessing([str(run), "--data", str(dataset["data"]), "--model", str(ex), "--json", str(out)]) == 0
+    pooled = json.loads(out.read_text())["pooled"]
+    assert pooled["tta_file_cleanup"] == pytest.approx(r["tta_merged"]) and pooled["file_cleanup_minus_tta"]["delta"] > 0

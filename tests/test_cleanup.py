@@ -90,6 +90,25 @@ def test_predictor_reads_thresholds_from_the_model_file(tmp_path, tiny_model, mo
     assert Predictor(model_file(tmp_path / "plain.safetensors", input_size=32)).min_area == {}  # no "cleanup" key
 
 
+def test_predictor_merges_the_model_files_exclusive_parts_before_cleanup(tmp_path, model_file):
+    """A file whose metadata says a photo shows one of front / rear fender: a map split 6 / 3
+    between them comes out of Predictor.cleanup as front fender only; --no-cleanup keeps the split;
+    a group naming a class the schema lacks is a clean ModelFileError naming the file."""
+    from workbench.exceptions import ModelFileError
+
+    front, rear = DEFAULT_SCHEMA.names.index("front_fender"), DEFAULT_SCHEMA.names.index("rear_fender")
+    path = model_file(tmp_path / "ex.safetensors", input_size=32, exclusive=[["front_fender", "rear_fender"]])
+    assert Predictor(path).exclusive == [[front, rear]] and Predictor(path, cleanup=False).exclusive == []
+    probs = np.full((DEFAULT_SCHEMA.num_classes, 3, 4), 0.02, np.float32)
+    probs[0, :, 0] = 0.9
+    probs[front, :2, 1:], probs[rear, 2, 1:] = 0.9, 0.9
+    assert set(np.unique(Predictor(path).cleanup(probs).argmax(0)[:, 1:])) == {front}
+    assert (Predictor(path, cleanup=False).cleanup(probs).argmax(0)[2, 1:] == rear).all()
+    bad = model_file(tmp_path / "bad.safetensors", input_size=32, exclusive=[["front_fender", "spoiler"]])
+    with pytest.raises(ModelFileError, match="bad.safetensors.*spoiler"):
+        Predictor(bad)
+
+
 def smooth_probs(num_classes, h, w, seed=0):
     g = torch.Generator().manual_seed(seed)
     logits = F.interpolate(torch.randn(1, num_classes, 4, 5, generator=g) * 4, size=(h, w), mode="bilinear")
@@ -377,3 +396,27 @@ def test_suppressed_probabilities_follow_connectivity_passes_and_ties(connectivi
     tie[1, 5:7, 5:7] = tie[2, 5:7, 5:7] = 0.4  # class 1 wins the tie, then is dropped: class 2
     assert (cleanup(tie, {1: 5 / 400})[5:7, 5:7] == 2).all()
     assert (suppress_small_components(tie, {1: 5 / 400}).argmax(0)[5:7, 5:7] == 2).all()
+
+
+def test_merge_exclusive_gives_a_split_group_to_its_larger_member():
+    """Classes 1 and 2 never share an image: a region labelled 6 pixels class 1 and 3 pixels class 2
+    becomes class 1 everywhere, each pixel keeping the group's total probability; class 3 is left
+    alone, and an image where the group is not split is returned as it is."""
+    from workbench.inference.postprocess import merge_exclusive
+
+    probs = np.zeros((4, 3, 4), np.float32)
+    probs[0] = 1.0
+    probs[:, :, 1:4] = 0.0
+    probs[1, :2, 1:4], probs[2, :2, 1:4] = 0.6, 0.1     # 6 pixels of class 1
+    probs[2, 2, 1:4], probs[3, 2, 1:4] = 0.5, 0.4       # 3 pixels of class 2, runner-up class 3
+    probs[0, :, 1:4] = 1.0 - probs[1:, :, 1:4].sum(0)
+    merged = merge_exclusive(probs, [[1, 2]])
+    assert merged is not probs and (merged[2] == 0).all()
+    np.testing.assert_allclose(merged[1], probs[1] + probs[2])
+    np.testing.assert_allclose(merged.sum(0), probs.sum(0))
+    labels = merged.argmax(0)
+    assert (labels[:, 1:4] == 1).all() and (labels[:, 0] == 0).all()
+    assert merge_exclusive(merged, [[1, 2]]) is merged            # no longer split
+    assert merge_exclusive(probs, [[1, 3]]) is probs              # class 3 is never the argmax
+    tie = merge_exclusive(probs, [[2, 1]])                        # order does not decide, pixel counts do
+    np.testing.assert_allclose(tie, merged)

@@ -41,6 +41,7 @@ ADDED = {"provenance",  # recorded since (issue 17 §6): commit, versions, hardw
          "workers", "val_every",  # DataLoader processes and validation interval (session 8), defaults 0 and 1
          "kd_targets",  # cached soft labels or the teachers run on each augmented batch (session 14), default cached
          "folds_seed",  # the k-fold split's own seed (session 16), default -1 = seed
+         "exclusive_parts",  # candidate groups of parts one photo shows at most one of (session 18), default []
 
          *LAUNCH_KEYS}  # config keys of the fold launcher (issue 18), in the recipe with their defaults
 

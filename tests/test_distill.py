@@ -192,6 +192,22 @@ def test_the_twin_trained_in_the_precision_the_student_trains_in():
     assert find_twin_run(dict(cfg, epochs=32), "fp32", [teacher]) is None  # any other training setting
 
 
+def test_post_processing_candidates_are_not_training_settings():
+    """The student recipe's exclusive_parts only decide the exported file's post-processing: a
+    teacher run without them is still the twin, and a checkpoint written without them resumes."""
+    from workbench.distillation.student import find_twin_run
+    from workbench.training.checkpoint import config_changes
+
+    student = config.resolve(["recipe=student_unet"])
+    assert student["exclusive_parts"] == [["tailgate", "trunk"]]
+    teacher_cfg = config.resolve(["recipe=unet_effnet_ds"])
+    teacher = (Path("runs/unet_effnet_ds/fold0"), dict(teacher_cfg), None)
+    assert find_twin_run(dict(student, kd_weight=0), "fp32", [teacher]) == teacher[0]
+    old = dict(student)
+    old.pop("exclusive_parts")  # written before the key existed
+    assert config_changes(old, student) == [] and config_changes(teacher_cfg, dict(teacher_cfg, exclusive_parts=[])) == []
+
+
 def test_twin_names_the_recipe_whose_run_is_the_twin(tiny_data, teachers, tmp_path):
     """`twin=ta`: student fold k taught by tb alone is compared with ta's fold-k run, which trained with
     the student's settings (its OOF rebuilt if missing); a named run trained otherwise is an error."""

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from workbench.distillation.ensemble import OOFSet, evaluate_mix, fit_weights
-from workbench.distillation.postprocessing import choose_postprocessing
+from workbench.distillation.postprocessing import choose_postprocessing, describe_postprocessing
 from workbench.training.oof import to_uint8
 
 
@@ -339,3 +339,70 @@ def test_online_targets_are_the_cached_soft_labels_on_an_unaugmented_image(tiny_
         np.testing.assert_allclose(probs[row].permute(1, 2, 0).numpy(), cached[i], atol=2e-3)
     np.testing.assert_allclose(online.preview(ds, idx)[5], cached[5], atol=2e-3)
     assert online.teachers == cached.teachers
+
+
+def lid_problem(splits: list[tuple[int, int]], folds: list[int] | None = None) -> OOFSet:
+    """One 16x16 image per split (true class, pixels predicted as the *other* lid class): an 8x8
+    lid that is "tailgate" (1) or "trunk" (2), never both, predicted right except for the first
+    ``n`` pixels of the lid, which are called the other lid class."""
+    masks, probs = [], []
+    for truth, n in splits:
+        mask = np.zeros((16, 16), np.int64)
+        p = np.zeros((3, 16, 16), np.float32)
+        p[0] = 1.0
+        blob(p, mask, 4, 4, 8, 8, truth, p=0.8)
+        ys, xs = np.nonzero(mask == truth)
+        p[truth, ys[:n], xs[:n]], p[3 - truth, ys[:n], xs[:n]] = 0.1, 0.7
+        masks.append(mask)
+        probs.append(p)
+    oofs = oofset(masks, {"s": probs})
+    oofs.folds = folds
+    return oofs
+
+
+LIDS = ("background", "tailgate", "trunk")
+
+
+def test_an_exclusive_group_is_kept_where_merging_it_pays():
+    """Both lids split 40/24 the right way round: merging gives every pixel to the right lid."""
+    post = choose_postprocessing(lid_problem([(1, 24), (2, 24)]), LIDS, "s", exclusive=[[1, 2]])
+    assert post["exclusive"] == [["tailgate", "trunk"]]
+    ab = post["ablation"]
+    assert ab["exclusive_gain_lowres"]["tailgate/trunk"] > 0 and ab["exclusive_dropped"] == []
+    assert ab["chosen_tta_plus_cleanup"]["miou"] == pytest.approx(1.0)
+    assert ab["tta"]["miou"] < 0.9
+    assert "exclusive parts tailgate/trunk" in describe_postprocessing(post, "s")
+
+
+def test_an_exclusive_group_that_costs_is_left_out():
+    """The lids split 24/40: the larger part is the wrong one, merging would lose the right pixels."""
+    post = choose_postprocessing(lid_problem([(1, 40), (2, 40)]), LIDS, "s", exclusive=[[1, 2]])
+    assert post["exclusive"] == [] and post["ablation"]["exclusive_dropped"] == ["tailgate/trunk"]
+    assert post["ablation"]["exclusive_gain_lowres"]["tailgate/trunk"] < 0
+    assert "exclusive_gain_lowres" not in choose_postprocessing(lid_problem([(1, 40)]), LIDS, "s")["ablation"]
+
+
+def test_an_exclusive_group_must_pay_cross_fitted():
+    """Fold 0's lids split the right way round (merging gains), fold 1's one the wrong way: pooled
+    the merge still pays, but fold 1, merged because fold 0 gains, loses: cross-fitted it is left out."""
+    oofs = lid_problem([(1, 24), (2, 24), (1, 36), (2, 0)], folds=[0, 0, 1, 1])
+    post = choose_postprocessing(oofs, LIDS, "s", exclusive=[[1, 2]])
+    ab = post["ablation"]
+    assert ab["exclusive_gain_lowres"]["tailgate/trunk"] > 0 > ab["exclusive_cross_fitted_gain_lowres"]["tailgate/trunk"]
+    assert post["exclusive"] == []
+
+
+def test_exclusive_candidates_skip_groups_the_data_contradicts(capsys):
+    """A group naming a part the schema lacks, or two parts that share a training mask, is not tried."""
+    from types import SimpleNamespace
+
+    from workbench.core.schema import ClassSchema
+    from workbench.distillation.postprocessing import exclusive_candidates
+
+    schema = ClassSchema(names=("background", "tailgate", "trunk", "wheel"), values=(0, 1, 2, 3), hflip_pairs=())
+    masks = [np.array([[0, 1], [3, 3]]), np.array([[0, 2], [2, 3]])]
+    ds = SimpleNamespace(schema=schema, stems=["a", "b"], full_masks=masks, data_dir="toy")
+    assert exclusive_candidates([["tailgate", "trunk"]], ds) == [[1, 2]]
+    assert exclusive_candidates([["trunk", "wheel"], ["hood", "trunk"]], ds) == []
+    out = " ".join(capsys.readouterr().out.split())  # the console wraps long lines
+    assert "1 training masks hold two of them (b)" in out and "toy has no hood" in out

@@ -25,6 +25,8 @@ COMMANDS = {  # name -> (command, a bad argument)
     "analysis/benchmark_inference.py": ([PY, "analysis/benchmark_inference.py"], ["--big-size", "huge"]),
     "analysis.bootstrap": ([PY, "-m", "analysis.bootstrap"], ["--a", "a", "--b", "b", "--no-such-flag"]),
     "analysis.oof_table": ([PY, "-m", "analysis.oof_table"], ["r", "--out", "t.npz", "--no-such-flag"]),
+    "analysis.exclusive_parts": ([PY, "-m", "analysis.exclusive_parts"], ["r", "--data", "d", "--group", "a", "b",
+                                                                     "--no-such-flag"]),
     "analysis.profile_training": ([PY, "-m", "analysis.profile_training"], ["--no-such-flag"]),
     "analysis.probe_convergence": ([PY, "-m", "analysis.probe_convergence"], ["--no-such-flag"]),
 }

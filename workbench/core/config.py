@@ -84,6 +84,9 @@ DEFAULTS: dict = {
     "kd_targets": "cached",        # cached: teachers' soft labels of the clean images, warped and cropped with them;
                                    # online: the teachers run on each augmented batch the student sees (no cache)
     "family_max_gap": 0.03,        # a teacher family more than this OOF mIoU below the best family does not teach
+    "exclusive_parts": [],         # candidate groups of parts a photo shows at most one of, e.g. [[tailgate, trunk]]:
+                                   # kept in the model file where merging them raises OOF mIoU (groups naming parts
+                                   # the dataset lacks are skipped; the training masks must never hold two of one)
     "export": "",                  # exported student; empty = runs/<name>/student.safetensors (ship: export=weights/student.safetensors)
     "export_dtype": "float16",     # float16 halves the file; inference runs in float32
 }
@@ -128,6 +131,7 @@ RULES: dict[str, Field] = {
     "kd_loss": Field(str, choices=("pixel", "channel")),
     "kd_targets": Field(str, choices=("cached", "online")),
     "family_max_gap": _NUM,
+    "exclusive_parts": Field(list, item=Field(list, lo=2, item=Field(str), scalar_to_list=False)),
     "export_dtype": Field(str, choices=("float16", "float32", "bfloat16")),
     "launcher": Field(str, choices=("none", "local", "slurm")),  # the engines of workbench.training.launch
     "gpus_per_job": _INT,

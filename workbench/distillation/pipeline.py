@@ -30,7 +30,7 @@ from ..evaluation.bootstrap import paired_bootstrap
 from ..evaluation.oof_table import save_table
 from .ensemble import (add_rows, gather_oof, mix_confusions, mix_table, oof_report, report_markdown, report_table,
                        select_families, table_row)
-from .postprocessing import choose_postprocessing, describe_postprocessing
+from .postprocessing import choose_postprocessing, describe_postprocessing, exclusive_candidates
 from .online_teacher import OnlineTeacher
 from .soft_labels import SoftLabels, confidence_summary, soft_labels
 from .student import UNRECORDED_PRECISION, find_twin_run, finished_run, train_student, training_differences
@@ -105,7 +105,7 @@ def run(argv: list[str], cv: bool = False, final: bool = True, runs_dir: Path = 
     # post-processing is chosen on the student's OOF, or (no student) on the best family's
     group = "student (KD)" if student_runs else max(oofs.plain, key=lambda f: rows[f"family {f}"]["tta"]["miou"])
     pp_oofs = gather_oof({group: student_runs}, ds) if student_runs else oofs
-    post = choose_postprocessing(pp_oofs, ds.schema.names, group)
+    post = choose_postprocessing(pp_oofs, ds.schema.names, group, exclusive=exclusive_candidates(cfg["exclusive_parts"], ds))
     console.print(report_table(rows, ds.schema.names))
     chosen_on = group if student_runs else f"family {group}"
     console.print(describe_postprocessing(post, chosen_on), markup=False)
@@ -123,7 +123,7 @@ def run(argv: list[str], cv: bool = False, final: bool = True, runs_dir: Path = 
     soft = teaching_targets(cfg, teachers, weights, ds, train_idx, work / "cache") if cfg["kd_weight"] > 0 else None
     teacher_scores = {k: {"miou_tta": v["tta"]["miou"], "miou": v["plain"]["miou"]} for k, v in rows.items()}
     meta_extra = {
-        "folds_file": folds_file, "tta": post["tta"], "cleanup": post["cleanup"],
+        "folds_file": folds_file, "tta": post["tta"], "exclusive": post["exclusive"], "cleanup": post["cleanup"],
         "training_data": {"path": str(cfg["data"]), "images": len(ds), "sha1": dataset_digest(ds)},
         "teachers": soft.teachers if soft else [], "ensemble_weights": weights, "oof_scores": teacher_scores,
         "postprocessing_ablation": post["ablation"], "distillation": distill_meta,

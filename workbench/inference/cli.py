@@ -84,7 +84,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="single forward pass: no horizontal-flip test-time augmentation, no extra scales")
     p.add_argument("--scales", type=float, nargs="+", metavar="S",
                    help="TTA scales, overriding the model file's (e.g. --scales 1.0 1.25)")
-    p.add_argument("--no-cleanup", action="store_true", help="skip the connected-component cleanup")
+    p.add_argument("--no-cleanup", action="store_true", help="skip the model file's post-processing (exclusive parts, "
+                   "connected-component cleanup); flip TTA stays")
     p.add_argument("--device", default="auto", help="auto (CUDA if available, else CPU), cpu, cuda, cuda:N")
     p.add_argument("--batch-size", type=POSITIVE, help="images per forward pass (default: 4 on CPU, 16 on GPU)")
     p.add_argument("--threads", type=POSITIVE, help="CPU threads for the model (default: all usable cores)")

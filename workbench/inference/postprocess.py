@@ -16,6 +16,11 @@
   ``F.interpolate(probs, size, mode="bilinear").argmax(1)`` up to float rounding. Inference, the
   validation and OOF scores of training and distillation, and the analysis all label this way.
 
+- :func:`merge_exclusive`: parts that never share an image (a car has a trunk or a tailgate, never
+  both): where the argmax splits such a group, the whole group goes to the member with the most
+  pixels. Applied before the cleanup; the groups live in the metadata as ``"exclusive": [[class
+  name, ...], ...]`` (:func:`exclusive_by_index`), chosen on OOF predictions like the thresholds.
+
 Thresholds live in the model file's metadata ``"cleanup": {"enabled": true, "min_area":
 {"<class name>": fraction}}``; :func:`min_area_by_index` turns them into ``{class index: fraction}``.
 """
@@ -97,6 +102,24 @@ def min_area_by_index(cleanup_meta: dict | None, schema: ClassSchema) -> dict[in
         if fraction > 0:
             out[index[name]] = float(fraction)
     return out
+
+
+def exclusive_by_index(exclusive_meta: list | None, schema: ClassSchema) -> list[list[int]]:
+    """Groups of class indices from the metadata entry ``[[class name, ...], ...]`` (empty if absent)."""
+    if not exclusive_meta:
+        return []
+    if not isinstance(exclusive_meta, list):
+        raise ValueError(f"exclusive must be a list of groups of class names, got {exclusive_meta!r}")
+    index = {name: i for i, name in enumerate(schema.names)}
+    groups = []
+    for group in exclusive_meta:
+        if not isinstance(group, list) or len(set(map(str, group))) < 2:
+            raise ValueError(f"an exclusive group lists two or more class names, got {group!r}")
+        unknown = sorted(set(map(str, group)) - set(index))
+        if unknown:
+            raise ValueError(f"exclusive group {group} names classes not in the schema: {unknown}")
+        groups.append([index[name] for name in group])
+    return groups
 
 
 def small_components(labels: np.ndarray, min_pixels: dict[int, float], connectivity: int = 8) -> np.ndarray:
@@ -200,3 +223,28 @@ def suppress_small_components(probs: np.ndarray, min_area_by_index: dict[int, fl
         p[cleaned[ys, xs], np.arange(ys.size)] = keep
         probs[:, ys, xs] = p / np.maximum(p.sum(0, keepdims=True), 1e-12)
     return probs
+
+
+def merge_exclusive(probs: np.ndarray, groups: list[list[int]]) -> np.ndarray:
+    """Probabilities (C, H, W) with each group of mutually exclusive classes made consistent.
+
+    A group lists class indices of which one image shows at most one (tailgate and trunk: the
+    training masks never hold both). Where the argmax labels pixels with two or more of a group,
+    the group's probabilities are summed into the member with the most such pixels and the others
+    get 0, so every pixel of the group keeps its total probability and goes to that one class.
+    Returns a float32 copy if a group was split, else ``probs`` itself."""
+    probs = np.asarray(probs)
+    labels = probs.argmax(0)
+    out = None
+    for group in groups:
+        counts = np.array([np.count_nonzero(labels == c) for c in group])
+        if np.count_nonzero(counts) < 2:
+            continue
+        if out is None:
+            out = np.array(probs, dtype=np.float32)
+        keep = group[int(counts.argmax())]
+        for c in group:
+            if c != keep:
+                out[keep] += out[c]
+                out[c] = 0.0
+    return probs if out is None else out

@@ -1,12 +1,13 @@
 """Predictor: a carparts model file turned into a function from RGB images to full-size masks.
 
 Everything comes from the model file's metadata: architecture, class schema (values written to the
-mask, flip permutation for TTA), input size, normalisation, TTA settings and cleanup thresholds.
+mask, flip permutation for TTA), input size, normalisation, TTA settings, exclusive part groups and
+cleanup thresholds.
 The steps are separate methods so callers can run them on different threads and time them:
 
     small = predictor.prepare(rgb)                  # squash to the input size (uint8, CPU)
     probs = predictor.forward(np.stack(smalls))     # (N, C, h, w) float32 probabilities, TTA averaged
-    p = predictor.cleanup(probs[i])                 # connected-component cleanup at the model resolution
+    p = predictor.cleanup(probs[i])                 # exclusive parts + component cleanup at the model resolution
     labels = predictor.to_labels(p, (H, W))         # upsample to full size + argmax, in strips
     mask = predictor.to_values(labels)              # uint8 pixel values of the schema
 
@@ -31,7 +32,8 @@ from ..exceptions import ModelFileError
 from ..models.fusion import fuse_conv_bn
 from ..models.modelfile import load_model
 from . import tta as _tta  # _tta.flip_tta: the one flip-TTA forward
-from .postprocess import min_area_by_index, probs_to_labels, suppress_small_components
+from .postprocess import (exclusive_by_index, merge_exclusive, min_area_by_index, probs_to_labels,
+                          suppress_small_components)
 
 TTA_DEFAULTS = {"hflip": True, "scales": [1.0]}
 SIZE_MULTIPLE = 32  # smp encoders downsample 5 times: extra TTA scales are rounded to a multiple of 32
@@ -46,7 +48,8 @@ class Predictor:
         tta: use the TTA of the metadata (horizontal flip on by default, extra ``scales``); False
             for a single plain forward pass.
         scales: override the metadata's TTA scales (e.g. ``[1.0, 1.25]``); ignored if ``tta`` is False.
-        cleanup: apply the connected-component cleanup of the metadata (if it is enabled there).
+        cleanup: apply the post-processing of the metadata: its exclusive part groups and its
+            connected-component cleanup (where enabled there).
 
     Raises :class:`ModelFileError` with a readable message for missing, corrupt or inconsistent files.
     """
@@ -72,6 +75,7 @@ class Predictor:
             if not self.scales or min(self.scales) <= 0:
                 raise ValueError(f"TTA scales must be positive, got {self.scales}")
             self.min_area = min_area_by_index(meta.get("cleanup"), self.schema) if cleanup else {}
+            self.exclusive = exclusive_by_index(meta.get("exclusive"), self.schema) if cleanup else []
         except (KeyError, TypeError, ValueError) as err:
             raise ModelFileError(f"{weights}: invalid model metadata: {err!r}") from err
         self.flip_perm = self.schema.flip_permutation  # from the file's schema, never from constants
@@ -109,10 +113,13 @@ class Predictor:
         return total.div_(len(self.scales)).cpu().numpy()
 
     def cleanup(self, probs: np.ndarray) -> np.ndarray:
-        """Connected-component cleanup with the model file's thresholds, applied to (C, h, w)
-        probabilities at the model's output resolution (where the thresholds were chosen on OOF
-        maps): the classes of dropped components lose their probability there, so the argmax goes
-        to the runner-up. Returns ``probs`` unchanged when cleanup is off."""
+        """The model file's post-processing of (C, h, w) probabilities at the model's output
+        resolution, where it was chosen on OOF maps: first its exclusive part groups (a group split
+        by the argmax goes to its larger member), then the connected-component cleanup (the classes
+        of dropped components lose their probability, so the argmax goes to the runner-up).
+        Returns ``probs`` unchanged when neither applies."""
+        if self.exclusive:
+            probs = merge_exclusive(probs, self.exclusive)
         if not self.min_area:
             return probs
         return suppress_small_components(probs, self.min_area)
