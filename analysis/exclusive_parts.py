@@ -12,7 +12,10 @@ pixels with two members of the group, the group's probabilities go to the member
 pixels. First the dataset's masks are checked (how many hold two members: the rule assumes none);
 then, per run (its folds pooled), flip-TTA mIoU without and with the rule, the difference with a
 95 % paired-bootstrap interval, on how many images the rule fired and on how many of those the
-member it kept is the one the ground truth shows, and the members' IoU before and after. Scored at
+member it kept is the one the ground truth shows, the members' IoU before and after, and where
+the members are confused with each other (pixels at the OOF resolution): in split photos, which
+the rule can mend, or in photos predicted with one member only (a whole part called another),
+which no rule within a photo can. Scored at
 the masks' resolution, as everywhere else. Runs scored on the same images are not independent
 evidence.
 """
@@ -40,19 +43,24 @@ def measure(run_folds: list[Path], ds, group: list[int]) -> dict:
     oofs = gather_oof({"run": run_folds}, ds)
     w = {"run": 1.0}
     fired = kept_right = 0
+    confused = {"split": 0, "one_member": 0}  # pixels of one member predicted as another, by kind of photo
     for i in range(len(oofs.stems)):
         p = mix(oofs, w, True, i)
+        labels, mask = p.argmax(0), oofs.small_masks[i]
         merged = merge_exclusive(p, [group])
+        wrong = int(np.count_nonzero(np.isin(mask, group) & np.isin(labels, group) & (mask != labels)))
+        confused["split" if merged is not p else "one_member"] += wrong
         if merged is not p:
             fired += 1
-            kept = int(merged.argmax(0)[np.isin(p.argmax(0), group)][0])
-            kept_right += bool(np.any(oofs.small_masks[i] == kept))
+            kept = int(merged.argmax(0)[np.isin(labels, group)][0])
+            kept_right += bool(np.any(mask == kept))
     before = mix_confusions(oofs, w, True)
     after = mix_confusions(oofs, w, True, post=lambda p: merge_exclusive(p, [group]))
     d = paired_bootstrap(before, after)
     iou_b, iou_a = iou_per_class(before.sum(0)), iou_per_class(after.sum(0))
     return {"images": len(oofs.stems), "tta": mean_iou(before.sum(0)), "tta_merged": mean_iou(after.sum(0)),
             "delta": d.delta, "low": d.low, "high": d.high, "fired": fired, "kept_right": kept_right,
+            "confused_pixels_lowres": confused,
             "iou_before": {ds.schema.names[c]: float(iou_b[c]) for c in group},
             "iou_after": {ds.schema.names[c]: float(iou_a[c]) for c in group}}
 
@@ -94,7 +102,8 @@ def main(argv: list[str] | None = None) -> int:
     results = {}
     table = Table(title=f"flip-TTA OOF mIoU %, and with one of {', '.join(args.group)} per photo; the parts' IoU "
                         "before→after")
-    for col in ("run", "images", "mIoU", "with rule", "Δ (95 % interval)", "fired", "kept right", *args.group):
+    for col in ("run", "images", "mIoU", "with rule", "Δ (95 % interval)", "fired", "kept right", *args.group,
+                "confused: split / one part"):
         table.add_column(col, justify="left" if col == "run" else "right")
     for run, runs in fold_runs.items():
         r = measure(runs, ds, group)
@@ -102,7 +111,8 @@ def main(argv: list[str] | None = None) -> int:
         table.add_row(Path(run).name, str(r["images"]), f"{r['tta'] * 100:.2f}", f"{r['tta_merged'] * 100:.2f}",
                       f"{r['delta'] * 100:+.2f} ({r['low'] * 100:+.2f}..{r['high'] * 100:+.2f})",
                       str(r["fired"]), str(r["kept_right"]),
-                      *(f"{r['iou_before'][n] * 100:.1f}→{r['iou_after'][n] * 100:.1f}" for n in args.group))
+                      *(f"{r['iou_before'][n] * 100:.1f}→{r['iou_after'][n] * 100:.1f}" for n in args.group),
+                      f"{r['confused_pixels_lowres']['split']} / {r['confused_pixels_lowres']['one_member']}")
     console.print(table)
     if args.json:
         out = {"group": args.group, "masks_with_two_or_more": shared, "runs": results}

@@ -563,6 +563,7 @@ def test_exclusive_parts_checks_the_masks_and_scores_the_rule_on_oof(dataset, tm
     assert result["masks_with_two_or_more"] == []
     r = result["runs"][str(run)]
     assert r["images"] == 4 and r["fired"] == 4 and r["kept_right"] == 4
+    assert r["confused_pixels_lowres"] == {"split": 16, "one_member": 0}  # 4 hood pixels a photo, all split photos
     assert r["tta_merged"] > r["tta"] and r["delta"] > 0  # (not 1: the 16-px maps are scored on 32-px masks)
     assert r["iou_after"][SCHEMA.names[HOOD]] > r["iou_before"][SCHEMA.names[HOOD]]
     assert r["iou_before"][SCHEMA.names[FR]] == 0 and np.isnan(r["iou_after"][SCHEMA.names[FR]])
