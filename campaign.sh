@@ -244,3 +244,16 @@ $PY -m analysis.bootstrap --a docs/results/unet_effnet_ds_e32_fold1_oof_table.np
 $PY -m analysis.exclusive_parts runs/unet_effnet_ds_e64_s1 runs/kd_unet_e64s1t64on runs/unet_effnet_ds_e32 \
   runs/unet_effnet_ds_e32_s1 runs/kd_unet_e64s1t32on --data "$DATA" --group tailgate trunk \
   --json docs/results/exclusive_parts_fold0.json 2>&1 | log exclusive_parts_fold0
+$PY -m analysis.bootstrap --a docs/results/unet_effnet_ds_e32_fold{0,1}_oof_table.npz \
+  --b docs/results/unet_effnet_ds_e64_fold{0,1}_oof_table.npz 2>&1 | log bootstrap_unet_effnet_ds_e32_vs_e64_folds01
+$PY -m analysis.exclusive_parts runs/unet_effnet_ds_e64 --folds 1 --data "$DATA" --group tailgate trunk \
+  --json docs/results/exclusive_parts_e64_fold1.json 2>&1 | log exclusive_parts_e64_fold1
+# the shipped file gains the exclusive group in its metadata (weights unchanged), measured on both 64-epoch folds
+$PY -c "import torch; from workbench.models.modelfile import load_model, save_model
+m, meta = load_model('weights/student.safetensors'); meta['exclusive'] = [['tailgate', 'trunk']]
+save_model('weights/student.safetensors', m, meta, dtype=torch.float16)"
+for r in unet_effnet_ds_e64_s1 unet_effnet_ds_e64; do
+  $PY -m analysis.postprocessing "runs/$r" --data "$DATA" --model weights/student.safetensors \
+    --json "docs/results/shipped_e64_postprocessing_on_$r.json" 2>&1 | log "postprocessing_shipped_on_$r"
+done
+$PY inference.py --input "$DATA/test_images" --output predictions 2>&1 | log predictions_s18
