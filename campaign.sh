@@ -257,3 +257,11 @@ for r in unet_effnet_ds_e64_s1 unet_effnet_ds_e64; do
     --json "docs/results/shipped_e64_postprocessing_on_$r.json" 2>&1 | log "postprocessing_shipped_on_$r"
 done
 $PY inference.py --input "$DATA/test_images" --output predictions 2>&1 | log predictions_s18
+# fold 2 of the product's recipe at 64 epochs (started at the end of session 18; the same command resumes it)
+$PY train.py recipe=unet_effnet_ds fold=2 epochs=64 name=unet_effnet_ds_e64 2>&1 | log unet_effnet_ds_e64_fold2
+$PY -m analysis.oof_table runs/unet_effnet_ds_e64 --data "$DATA" --folds 2 \
+  --out docs/results/unet_effnet_ds_e64_fold2_oof_table.npz 2>&1 | log oof_table_unet_effnet_ds_e64_fold2
+$PY -m analysis.bootstrap --a docs/results/unet_effnet_ds_e32_fold{0,1,2}_oof_table.npz \
+  --b docs/results/unet_effnet_ds_e64_fold{0,1,2}_oof_table.npz 2>&1 | log bootstrap_unet_effnet_ds_e32_vs_e64_folds012
+$PY -m analysis.exclusive_parts runs/unet_effnet_ds_e64 --folds 2 --data "$DATA" --group tailgate trunk \
+  --json docs/results/exclusive_parts_e64_fold2.json 2>&1 | log exclusive_parts_e64_fold2
