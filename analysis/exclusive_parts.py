@@ -78,12 +78,12 @@ def main(argv: list[str] | None = None) -> int:
     if len(set(args.group)) < 2:
         p.error("--group needs two or more different parts")
 
-    import numpy as np
     from rich.table import Table
 
     from workbench.core.atomic import atomic_write
     from workbench.core.console import console
     from workbench.data import load_dataset
+    from workbench.distillation.postprocessing import masks_holding_two
     from workbench.evaluation.sources import discover_folds
     from workbench.exceptions import AnalysisError
     from workbench.training.oof import load_oof
@@ -95,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         raise AnalysisError(f"{args.data} has no part named {', '.join(unknown)} (its parts: {', '.join(names[1:])})")
     group = [names.index(n) for n in args.group]
-    shared = [s for s, m in zip(ds.stems, ds.full_masks) if np.count_nonzero(np.isin(group, np.unique(m))) > 1]
+    shared = masks_holding_two(ds, group)
     console.print(f"{args.data}: {len(shared)} of {len(ds.stems)} masks hold two or more of "
                   f"{', '.join(args.group)}" + (f" ({', '.join(shared[:10])})" if shared else ""), markup=False)
 

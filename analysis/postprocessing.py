@@ -9,11 +9,12 @@ examples:
       --folds 1 2 --json docs/results/postprocessing.json
 
 Per fold and over the folds pooled: mIoU without TTA, with flip TTA, with flip TTA and the model
-file's post-processing (its exclusive part groups, then its cleanup thresholds), with flip TTA and the cleanup the same rule (distill.py's) would choose
-on these very images (optimistic: chosen and scored on the same images), and, with two folds or
-more, with flip TTA and the cleanup that rule chooses on the *other* folds ("cross-fitted": an
-honest estimate of the rule itself). When the file's thresholds were chosen on other folds, "file's
-cleanup" is an honest held-out estimate too; the gap to "chosen here" is the selection optimism.
+file's post-processing (its exclusive part groups, then its cleanup thresholds), with flip TTA and
+the cleanup the same rule (distill.py's) would choose on these very images (optimistic: chosen and
+scored on the same images), and, with two folds or more, with flip TTA and the cleanup that rule
+chooses on the *other* folds ("cross-fitted": an honest estimate of the rule itself). When the
+file's thresholds were chosen on other folds, "file's post-processing" is an honest held-out
+estimate too; the gap to "chosen here" is the selection optimism.
 The gains over flip TTA come with 95 % intervals (paired bootstrap over the images). Scored at the
 masks' resolution, as everywhere else.
 """
@@ -39,7 +40,7 @@ def ablation(fold_runs: list[Path], data: str, thresholds: dict[str, float], exc
     from workbench.evaluation.bootstrap import paired_bootstrap
     from workbench.evaluation.metrics import mean_iou
     from workbench.exceptions import AnalysisError
-    from workbench.inference.postprocess import merge_exclusive, suppress_small_components
+    from workbench.inference.postprocess import postprocess, suppress_small_components
     from workbench.training.oof import load_oof
 
     size = load_oof(fold_runs[0]).image_size
@@ -65,13 +66,8 @@ def ablation(fold_runs: list[Path], data: str, thresholds: dict[str, float], exc
         return {"delta": d.delta, "low": d.low, "high": d.high, "images": d.images}
 
     groups = [[names.index(n) for n in g] for g in exclusive]
-    clean = cleaner(thresholds)
-
-    def file_post(p):  # as the Predictor: exclusive parts first, then the cleanup
-        p = merge_exclusive(p, groups) if groups else p
-        return clean(p) if clean else p
-
-    post = file_post if groups or clean else None
+    file_min_area = {names.index(k): float(v) for k, v in thresholds.items()}
+    post = (lambda p: postprocess(p, groups, file_min_area)) if groups or file_min_area else None
     w = {"run": 1.0}
     folds, per_fold = {}, []
     for run in fold_runs:

@@ -11,11 +11,16 @@ import numpy as np
 
 from ..core.console import console
 from ..evaluation.metrics import confusion_matrix, iou_per_class, mean_iou
-from ..inference.postprocess import merge_exclusive, suppress_small_components
+from ..inference.postprocess import merge_exclusive, postprocess, suppress_small_components
 from .ensemble import OOFSet, evaluate_mix, iou_row, mix
 
 # Candidate minimum component areas, as fractions of the image area (0.01% .. 2%).
 CLEANUP_CANDIDATES = (1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 2e-2)
+
+def masks_holding_two(ds, group: list[int]) -> list[str]:
+    """Stems of ``ds``'s masks (at their own resolution) that hold two or more classes of ``group``."""
+    return [stem for stem, m in zip(ds.stems, ds.full_masks) if np.count_nonzero(np.isin(group, np.unique(m))) > 1]
+
 
 def exclusive_candidates(groups: list[list[str]], ds) -> list[list[int]]:
     """The configured groups of mutually exclusive parts (``exclusive_parts``) that can be tried on
@@ -29,7 +34,7 @@ def exclusive_candidates(groups: list[list[str]], ds) -> list[list[int]]:
             console.print(f"exclusive parts {group}: skipped, {ds.data_dir} has no {', '.join(missing)}", markup=False)
             continue
         idx = [names.index(n) for n in dict.fromkeys(group)]
-        shared = [stem for stem, m in zip(ds.stems, ds.full_masks) if np.count_nonzero(np.isin(idx, np.unique(m))) > 1]
+        shared = masks_holding_two(ds, idx)
         if shared:
             console.print(f"exclusive parts {group}: skipped, {len(shared)} training masks hold two of them "
                           f"({', '.join(shared[:5])})", markup=False)
@@ -146,12 +151,8 @@ def choose_postprocessing(oofs: OOFSet, names: tuple[str, ...], group: str, cros
         chosen[names[c]], gains[names[c]] = best_t, best_gain
     by_index = {names.index(n): t for n, t in chosen.items()}
 
-    def post(p):
-        if kept_groups:
-            p = merge_exclusive(p, kept_groups)
-        return suppress_small_components(p, by_index) if by_index else p
-
-    after = evaluate_mix(oofs, w, use_tta, post=post if by_index or kept_groups else None)
+    after = evaluate_mix(oofs, w, use_tta, post=(lambda p: postprocess(p, kept_groups, by_index))
+                         if by_index or kept_groups else None)
     ablation = {"no_tta": iou_row(plain), "tta": iou_row(tta), "chosen_tta_plus_cleanup": iou_row(after),
                 "cleanup_gain_per_class_lowres": gains}
     if exclusive:

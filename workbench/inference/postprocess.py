@@ -248,3 +248,13 @@ def merge_exclusive(probs: np.ndarray, groups: list[list[int]]) -> np.ndarray:
                 out[keep] += out[c]
                 out[c] = 0.0
     return probs if out is None else out
+
+
+def postprocess(probs: np.ndarray, exclusive: list[list[int]], min_area_by_index: dict[int, float]) -> np.ndarray:
+    """A model file's post-processing of (C, H, W) probabilities at the model's output resolution:
+    its exclusive part groups (:func:`merge_exclusive`), then its component cleanup
+    (:func:`suppress_small_components`). Returns ``probs`` itself when neither applies. Inference,
+    the choice on OOF predictions and the held-out ablation all call this one function."""
+    if exclusive:
+        probs = merge_exclusive(probs, exclusive)
+    return suppress_small_components(probs, min_area_by_index) if min_area_by_index else probs

@@ -32,8 +32,7 @@ from ..exceptions import ModelFileError
 from ..models.fusion import fuse_conv_bn
 from ..models.modelfile import load_model
 from . import tta as _tta  # _tta.flip_tta: the one flip-TTA forward
-from .postprocess import (exclusive_by_index, merge_exclusive, min_area_by_index, probs_to_labels,
-                          suppress_small_components)
+from .postprocess import exclusive_by_index, min_area_by_index, postprocess, probs_to_labels
 
 TTA_DEFAULTS = {"hflip": True, "scales": [1.0]}
 SIZE_MULTIPLE = 32  # smp encoders downsample 5 times: extra TTA scales are rounded to a multiple of 32
@@ -118,11 +117,7 @@ class Predictor:
         by the argmax goes to its larger member), then the connected-component cleanup (the classes
         of dropped components lose their probability, so the argmax goes to the runner-up).
         Returns ``probs`` unchanged when neither applies."""
-        if self.exclusive:
-            probs = merge_exclusive(probs, self.exclusive)
-        if not self.min_area:
-            return probs
-        return suppress_small_components(probs, self.min_area)
+        return postprocess(probs, self.exclusive, self.min_area)
 
     def to_labels(self, probs: np.ndarray, size: tuple[int, int]) -> np.ndarray:
         """(C, h, w) probabilities -> (H, W) uint8 class indices at the full image size."""
