@@ -9,6 +9,9 @@
                                  # chosen on the best family; trains nothing
     python distill.py --publish runs/fpn_effnet/fold0 [RUN ...]      # keep a finished teacher (fp16) in
                                                                      # weights/teachers/ for a new machine
+    python distill.py --postprocess weights/student.safetensors runs/unet_effnet_ds_e64 [--dry-run]
+                                 # choose a model file's post-processing again on more OOF folds of its
+                                 # recipe (cross-fitted) and rewrite only that metadata; trains nothing
 
 Outputs: runs/<name>/ (soft-label cache, per-fold students with --cv, full student, oof_report.json/.md,
 teaching_ensemble_oof_table.npz: the soft labels' source scored image by image, for analysis.bootstrap)
@@ -26,6 +29,9 @@ from workbench.core.cli import fail_cleanly  # noqa: E402
 @fail_cleanly
 def main(argv: list[str]) -> int:
     from workbench.distillation.pipeline import run
+    if argv[:1] == ["--postprocess"]:
+        from workbench.distillation.retune import main as postprocess
+        return postprocess(argv[1:])
     if "-h" in argv or "--help" in argv:
         print(__doc__)
         return 0

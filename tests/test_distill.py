@@ -2,6 +2,7 @@
 inference.py uses the exported file alone; the fold protocol, the caches and the twin."""
 
 import json
+import re
 from pathlib import Path
 
 import cv2
@@ -274,3 +275,67 @@ def test_two_teachers_of_one_family_and_fold_are_refused(tiny_data, teachers):
     with pytest.raises(DistillError, match="ta and ta_long are both family ta fold 0"):
         collect_teachers(["ta", "ta_long"], [0], teachers)
     assert len(collect_teachers(["ta_long", "tb"], [0], teachers)) == 2
+
+
+def test_postprocess_rechooses_a_files_post_processing_on_more_folds_and_keeps_its_weights(
+        tiny_data, teachers, tmp_path, capsys):
+    """distill.py --postprocess: the choice on every fold of the file's recipe, cross-fitted, written
+    into the metadata with what it was chosen on and what it replaced; the tensors byte for byte."""
+    import shutil
+
+    import distill as entry
+    from safetensors.torch import load_file
+    from workbench.distillation.ensemble import gather_oof
+    from workbench.distillation.postprocessing import choose_postprocessing
+    from workbench.inference.predictor import Predictor
+
+    rng = np.random.default_rng(1)  # 2-step teachers predict nearly one class: random OOF lets cleanup choose
+    for run in teachers.glob("ta/fold*"):
+        for name in ("oof_probs.npy", "oof_probs_flip.npy"):
+            shape = np.load(run / name, mmap_mode="r").shape
+            np.save(run / name, rng.integers(0, 256, shape, dtype=np.uint8))
+    model = tmp_path / "ship.safetensors"
+    shutil.copy(teachers / "ta" / "fold0" / "model.safetensors", model)
+    before = model.read_bytes()
+    old = read_metadata(model)
+
+    assert entry.main(["--postprocess", str(model), str(teachers / "ta"), "--dry-run"]) == 0
+    assert model.read_bytes() == before
+    assert entry.main(["--postprocess", str(model), str(teachers / "ta")]) == 0
+    meta = read_metadata(model)
+    ds = load_dataset(tiny_data, 64)
+    expected = choose_postprocessing(gather_oof({"runs": [teachers / "ta" / f"fold{f}" for f in FOLDS]}, ds),
+                                     ds.schema.names, "runs")
+    assert {k: meta[k] for k in ("tta", "exclusive", "cleanup")} == \
+        {k: expected[k] for k in ("tta", "exclusive", "cleanup")}
+    assert "cleanup_cross_fitted_gain_per_class_lowres" in meta["postprocessing_ablation"]
+    chosen_on = meta["postprocessing_chosen_on"]
+    assert chosen_on["folds"] == FOLDS and chosen_on["cross_fitted"] and chosen_on["images"] == 8  # 2 of 3 folds
+    assert chosen_on["previous"] == {k: old.get(k) for k in ("tta", "exclusive", "cleanup")}
+    assert {k: v for k, v in meta.items() if not k.startswith("postprocessing") and k not in expected} == \
+        {k: v for k, v in old.items() if not k.startswith("postprocessing") and k not in expected}
+    a, b = load_file(str(teachers / "ta" / "fold0" / "model.safetensors")), load_file(str(model))
+    assert a.keys() == b.keys() and all(a[k].dtype == b[k].dtype and a[k].equal(b[k]) for k in a)
+    assert Predictor(model).meta["cleanup"] == meta["cleanup"]  # inference reads it with no other file
+    out = capsys.readouterr().out
+    assert "exclusive: unchanged" in out and "tta: {'hflip': True, 'scales': [1.0]} -> {'hflip': False" in out
+
+
+def test_postprocess_refuses_runs_of_another_model_or_the_same_fold_twice(tiny_data, teachers, tmp_path, capsys):
+    import shutil
+
+    import distill as entry
+
+    model = tmp_path / "ship.safetensors"
+    shutil.copy(teachers / "ta" / "fold0" / "model.safetensors", model)
+    before = model.read_bytes()
+    cases = [([str(teachers / "tb")], "trained fpn/tf_efficientnet_lite0 at 64 px"),
+             ([str(teachers / "ta" / "fold0"), str(teachers / "ta" / "fold0")], "give one run per fold"),
+             ([str(tmp_path)], "no fold\\*/oof.json"),
+             (["--bogus", str(teachers / "ta")], "unrecognized arguments")]
+    for runs, message in cases:
+        assert entry.main(["--postprocess", str(model), *runs]) == 2
+        assert re.search(message, capsys.readouterr().err), message
+    assert model.read_bytes() == before
+    assert entry.main(["--postprocess", "--help"]) == 0
+    assert "--dry-run" in capsys.readouterr().out

@@ -71,6 +71,20 @@ def save_model(path: str | Path, model: torch.nn.Module, meta: dict, dtype: torc
     return Path(path).stat().st_size
 
 
+def update_metadata(path: str | Path, changes: dict) -> dict:
+    """Rewrite ``path`` with ``changes`` merged into its metadata (validated first) and its tensors
+    as they are, bytes and dtypes unchanged; atomic, so a failure leaves the old file. Returns the
+    new metadata."""
+    meta = read_metadata(path)
+    meta = validate_metadata(dict(meta, **changes), str(path))
+    try:
+        state = load_file(str(path))
+    except (SafetensorError, OSError) as err:
+        raise ModelFileError(f"{path}: unreadable weights: {err}") from err
+    atomic_write(path, lambda tmp: save_file(state, str(tmp), metadata={META_KEY: json.dumps(meta)}))
+    return meta
+
+
 def read_metadata(path: str | Path) -> dict:
     path = Path(path)
     if not path.is_file():
