@@ -10,9 +10,10 @@ examples:
 
 Per fold and over the folds pooled: mIoU without TTA, with flip TTA, with flip TTA and the model
 file's post-processing (its exclusive part groups, then its cleanup thresholds), with flip TTA and
-the cleanup the same rule (distill.py's) would choose on these very images (optimistic: chosen and
-scored on the same images), and, with two folds or more, with flip TTA and the cleanup that rule
-chooses on the *other* folds ("cross-fitted": an honest estimate of the rule itself). When the
+the post-processing the same rule (distill.py's: the file's exclusive groups kept where they pay,
+then cleanup thresholds) would choose on these very images (optimistic: chosen and scored on the
+same images), and, with two folds or more, with flip TTA and the post-processing that rule chooses
+on the *other* folds ("cross-fitted": an honest estimate of the rule itself). When the
 file's thresholds were chosen on other folds, "file's post-processing" is an honest held-out
 estimate too; the gap to "chosen here" is the selection optimism.
 The gains over flip TTA come with 95 % intervals (paired bootstrap over the images). Scored at the
@@ -40,7 +41,7 @@ def ablation(fold_runs: list[Path], data: str, thresholds: dict[str, float], exc
     from workbench.evaluation.bootstrap import paired_bootstrap
     from workbench.evaluation.metrics import mean_iou
     from workbench.exceptions import AnalysisError
-    from workbench.inference.postprocess import postprocess, suppress_small_components
+    from workbench.inference.postprocess import postprocess
     from workbench.training.oof import load_oof
 
     size = load_oof(fold_runs[0]).image_size
@@ -50,22 +51,29 @@ def ablation(fold_runs: list[Path], data: str, thresholds: dict[str, float], exc
     if unknown:
         raise AnalysisError(f"the model file's post-processing names classes {unknown} that {data} does not have")
 
-    def cleaner(min_area: dict[str, float]):
+    groups = [[names.index(n) for n in g] for g in exclusive]
+
+    def rule(runs: list[Path]) -> dict:
+        """What distill.py's rule chooses on ``runs``: cleanup thresholds, and which of the file's
+        exclusive groups to keep."""
+        return choose_postprocessing(gather_oof({"run": runs}, ds), ds.schema.names, "run", exclusive=groups)
+
+    def post_of(min_area: dict[str, float], kept: list[list[str]]):
         index = {names.index(k): float(v) for k, v in min_area.items()}
-        return (lambda p: suppress_small_components(p, index)) if index else None
+        kept_idx = [[names.index(n) for n in g] for g in kept]
+        return (lambda p: postprocess(p, kept_idx, index)) if index or kept_idx else None
 
     def score(runs: list[Path], cms: dict[str, np.ndarray]) -> dict:
-        """mIoU of each setting from its per-image confusions, and the cleanup chosen on ``runs`` themselves."""
-        chosen = choose_postprocessing(gather_oof({"run": runs}, ds), ds.schema.names, "run")
+        """mIoU of each setting from its per-image confusions, and the post-processing chosen on ``runs`` themselves."""
+        chosen = rule(runs)
         return {"images": len(cms["tta"]), **{k: mean_iou(v.sum(0)) for k, v in cms.items()},
                 "tta_cleanup_chosen_here": chosen["ablation"]["chosen_tta_plus_cleanup"]["miou"],
-                "cleanup_chosen_here": chosen["cleanup"]["min_area"]}
+                "cleanup_chosen_here": chosen["cleanup"]["min_area"], "exclusive_chosen_here": chosen["exclusive"]}
 
     def interval(a: np.ndarray, b: np.ndarray) -> dict:
         d = paired_bootstrap(a, b)
         return {"delta": d.delta, "low": d.low, "high": d.high, "images": d.images}
 
-    groups = [[names.index(n) for n in g] for g in exclusive]
     file_min_area = {names.index(k): float(v) for k, v in thresholds.items()}
     post = (lambda p: postprocess(p, groups, file_min_area)) if groups or file_min_area else None
     w = {"run": 1.0}
@@ -78,13 +86,13 @@ def ablation(fold_runs: list[Path], data: str, thresholds: dict[str, float], exc
         cross_choice = None
         if len(fold_runs) > 1:  # the rule's choice on the other folds, scored on this one
             others = [r for r in fold_runs if r != run]
-            cross_choice = choose_postprocessing(gather_oof({"run": others}, ds), ds.schema.names,
-                                                 "run")["cleanup"]["min_area"]
-            cross_post = cleaner(cross_choice)
+            cross_choice = rule(others)
+            cross_post = post_of(cross_choice["cleanup"]["min_area"], cross_choice["exclusive"])
             cms["tta_cleanup_cross_fitted"] = mix_confusions(oofs, w, True, post=cross_post) if cross_post else tta
         folds[run.name] = score([run], cms)
         if cross_choice is not None:
-            folds[run.name]["cleanup_chosen_on_other_folds"] = cross_choice
+            folds[run.name]["cleanup_chosen_on_other_folds"] = cross_choice["cleanup"]["min_area"]
+            folds[run.name]["exclusive_chosen_on_other_folds"] = cross_choice["exclusive"]
         per_fold.append(cms)
     pooled_cms = {k: np.concatenate([c[k] for c in per_fold]) for k in per_fold[0]}
     pooled = score(fold_runs, pooled_cms) if len(fold_runs) > 1 else dict(folds[fold_runs[0].name])
@@ -121,17 +129,17 @@ def main(argv: list[str] | None = None) -> int:
     table = Table(title=f"{args.run}: post-processing ablation, mIoU % ({args.model}: cleanup of "
                         f"{len(thresholds)} classes" + "".join(f", one of {'/'.join(g)}" for g in exclusive) + ")")
     keys = ["no_tta", "tta", "tta_file_cleanup", "tta_cleanup_chosen_here"]
-    columns = ["", "images", "no TTA", "flip TTA", "TTA + file's post-processing", "TTA + cleanup chosen here"]
+    columns = ["", "images", "no TTA", "flip TTA", "TTA + file's post-processing", "TTA + post-processing chosen here"]
     if "tta_cleanup_cross_fitted" in result["pooled"]:
         keys.append("tta_cleanup_cross_fitted")
-        columns.append("TTA + cleanup chosen on the other folds")
+        columns.append("TTA + post-processing chosen on the other folds")
     for col in columns:
         table.add_column(col, justify="left" if not col else "right")
     for name, r in [*result["folds"].items(), *([("pooled", result["pooled"])] if len(result["folds"]) > 1 else [])]:
         table.add_row(name, str(r["images"]), *(f"{r[k] * 100:.2f}" for k in keys))
     console.print(table)
     for key, what in (("file_cleanup_minus_tta", "file's post-processing"),
-                      ("cross_fitted_cleanup_minus_tta", "cleanup chosen on the other folds")):
+                      ("cross_fitted_cleanup_minus_tta", "post-processing chosen on the other folds")):
         if key in result["pooled"]:
             d = result["pooled"][key]
             console.print(f"{what} minus flip TTA: {d['delta'] * 100:+.2f} points (95 % interval "

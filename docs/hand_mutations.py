@@ -67,6 +67,11 @@ M = [
  ("choose_exclusive: a group that costs is kept", "workbench/distillation/postprocessing.py", 'if gain > 1e-4:', 'if True:', "tests/test_distill_choices.py"),
  ("exclusive_candidates: a group two parts of which share a mask is tried", "workbench/distillation/postprocessing.py", '        if shared:\n', '        if False:\n', "tests/test_distill_choices.py"),
  ("analysis.postprocessing ignores the file's exclusive groups", "analysis/postprocessing.py", 'exclusive = meta.get("exclusive") or []', 'exclusive = []', "tests/test_analysis.py"),
+ ("update_metadata: tensors rewritten in float32", "workbench/models/modelfile.py", '        state = load_file(str(path))\n    except (SafetensorError, OSError) as err:\n        raise ModelFileError(f"{path}: unreadable', '        state = {k: v.float() for k, v in load_file(str(path)).items()}\n    except (SafetensorError, OSError) as err:\n        raise ModelFileError(f"{path}: unreadable', "tests/test_distill.py -k postprocess"),
+ ("distill.py --postprocess: --dry-run writes the file anyway", "workbench/distillation/retune.py", '    if not dry_run:\n', '    if True:\n', "tests/test_distill.py -k postprocess"),
+ ("distill.py --postprocess: two runs of one fold accepted", "workbench/distillation/retune.py", '        if shared:\n', '        if False:\n', "tests/test_distill.py -k postprocess"),
+ ("distill.py --postprocess: runs of another architecture accepted", "workbench/distillation/retune.py", '        if theirs != ours:\n', '        if False:\n', "tests/test_distill.py -k postprocess"),
+ ("analysis.postprocessing: the cross-fitted rule ignores the file's exclusive groups", "analysis/postprocessing.py", 'cross_post = post_of(cross_choice["cleanup"]["min_area"], cross_choice["exclusive"])', 'cross_post = post_of(cross_choice["cleanup"]["min_area"], [])', "tests/test_analysis.py -k exclusive"),
 ]
 
 def run(only=None):

@@ -577,3 +577,7 @@ def test_exclusive_parts_checks_the_masks_and_scores_the_rule_on_oof(dataset, tm
     assert postprocessing([str(run), "--data", str(dataset["data"]), "--model", str(ex), "--json", str(out)]) == 0
     pooled = json.loads(out.read_text())["pooled"]
     assert pooled["tta_file_cleanup"] == pytest.approx(r["tta_merged"]) and pooled["file_cleanup_minus_tta"]["delta"] > 0
+    # the rule, cross-fitted, keeps the file's group on each fold because it pays on the other one
+    assert pooled["exclusive_chosen_here"] == [group] and pooled["cross_fitted_cleanup_minus_tta"]["delta"] > 0
+    folds = json.loads(out.read_text())["folds"]
+    assert all(f["exclusive_chosen_on_other_folds"] == [group] for f in folds.values())
