@@ -29,9 +29,9 @@ from workbench.core.cli import fail_cleanly  # noqa: E402
 @fail_cleanly
 def main(argv: list[str]) -> int:
     from workbench.distillation.pipeline import run
-    if argv[:1] == ["--postprocess"]:
+    if "--postprocess" in argv:
         from workbench.distillation.retune import main as postprocess
-        return postprocess(argv[1:])
+        return postprocess([a for a in argv if a != "--postprocess"])
     if "-h" in argv or "--help" in argv:
         print(__doc__)
         return 0

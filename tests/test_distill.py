@@ -3,6 +3,7 @@ inference.py uses the exported file alone; the fold protocol, the caches and the
 
 import json
 import re
+import shutil
 from pathlib import Path
 
 import cv2
@@ -277,14 +278,25 @@ def test_two_teachers_of_one_family_and_fold_are_refused(tiny_data, teachers):
     assert len(collect_teachers(["ta_long", "tb"], [0], teachers)) == 2
 
 
+def shipped_copy(run: Path, path: Path) -> Path:
+    """A float16 export of a run's model, as distill.py ships one (float16, BatchNorm statistics in
+    float32, integer counters), with one exclusive group in its metadata."""
+    import torch
+
+    from workbench.models.modelfile import load_model, save_model
+    model, meta = load_model(run / "model.safetensors")
+    save_model(path, model, dict(meta, exclusive=[["left_light", "right_light"]]), dtype=torch.float16)
+    return path
+
+
 def test_postprocess_rechooses_a_files_post_processing_on_more_folds_and_keeps_its_weights(
         tiny_data, teachers, tmp_path, capsys):
     """distill.py --postprocess: the choice on every fold of the file's recipe, cross-fitted, written
     into the metadata with what it was chosen on and what it replaced; the tensors byte for byte."""
-    import shutil
+    import torch
+    from safetensors.torch import load_file
 
     import distill as entry
-    from safetensors.torch import load_file
     from workbench.distillation.ensemble import gather_oof
     from workbench.distillation.postprocessing import choose_postprocessing
     from workbench.inference.predictor import Predictor
@@ -294,48 +306,85 @@ def test_postprocess_rechooses_a_files_post_processing_on_more_folds_and_keeps_i
         for name in ("oof_probs.npy", "oof_probs_flip.npy"):
             shape = np.load(run / name, mmap_mode="r").shape
             np.save(run / name, rng.integers(0, 256, shape, dtype=np.uint8))
-    model = tmp_path / "ship.safetensors"
-    shutil.copy(teachers / "ta" / "fold0" / "model.safetensors", model)
-    before = model.read_bytes()
-    old = read_metadata(model)
+    model = shipped_copy(teachers / "ta" / "fold0", tmp_path / "ship.safetensors")
+    before, old, tensors = model.read_bytes(), read_metadata(model), load_file(str(model))
 
     assert entry.main(["--postprocess", str(model), str(teachers / "ta"), "--dry-run"]) == 0
     assert model.read_bytes() == before
+    # the flag anywhere, a fold folder given with its run folder counts once
+    assert entry.main(["--dry-run", str(model), "--postprocess", str(teachers / "ta" / "fold1"), str(teachers / "ta")]) == 0
+    assert model.read_bytes() == before
+    capsys.readouterr()
     assert entry.main(["--postprocess", str(model), str(teachers / "ta")]) == 0
     meta = read_metadata(model)
     ds = load_dataset(tiny_data, 64)
+    # the file's own exclusive group is a candidate (the tiny recipe has none), and the rule decides it again
     expected = choose_postprocessing(gather_oof({"runs": [teachers / "ta" / f"fold{f}" for f in FOLDS]}, ds),
-                                     ds.schema.names, "runs")
+                                     ds.schema.names, "runs", exclusive=[[1, 2]])
     assert {k: meta[k] for k in ("tta", "exclusive", "cleanup")} == \
         {k: expected[k] for k in ("tta", "exclusive", "cleanup")}
     assert "cleanup_cross_fitted_gain_per_class_lowres" in meta["postprocessing_ablation"]
     chosen_on = meta["postprocessing_chosen_on"]
     assert chosen_on["folds"] == FOLDS and chosen_on["cross_fitted"] and chosen_on["images"] == 8  # 2 of 3 folds
-    assert chosen_on["previous"] == {k: old.get(k) for k in ("tta", "exclusive", "cleanup")}
+    assert chosen_on["exclusive_candidates"] == [["left_light", "right_light"]]
+    assert chosen_on["previous"] == {k: old[k] for k in ("tta", "exclusive", "cleanup")}
     assert {k: v for k, v in meta.items() if not k.startswith("postprocessing") and k not in expected} == \
         {k: v for k, v in old.items() if not k.startswith("postprocessing") and k not in expected}
-    a, b = load_file(str(teachers / "ta" / "fold0" / "model.safetensors")), load_file(str(model))
-    assert a.keys() == b.keys() and all(a[k].dtype == b[k].dtype and a[k].equal(b[k]) for k in a)
+    after = load_file(str(model))
+    assert tensors.keys() == after.keys() and all(tensors[k].dtype == after[k].dtype and tensors[k].equal(after[k])
+                                                  for k in tensors)
+    assert {torch.float16, torch.float32, torch.int64} <= {v.dtype for v in after.values()}  # weights, BN, counters
     assert Predictor(model).meta["cleanup"] == meta["cleanup"]  # inference reads it with no other file
     out = capsys.readouterr().out
-    assert "exclusive: unchanged" in out and "tta: {'hflip': True, 'scales': [1.0]} -> {'hflip': False" in out
+    assert "exclusive part groups tried: [['left_light', 'right_light']]" in out
+    assert "tta: {'hflip': True, 'scales': [1.0]} -> {'hflip': False" in out
+    # a second choice keeps the first one's record
+    assert entry.main(["--postprocess", str(model), str(teachers / "ta" / "fold0")]) == 0
+    again = read_metadata(model)["postprocessing_chosen_on"]
+    assert not again["cross_fitted"] and again["previous"]["postprocessing_chosen_on"] == chosen_on
 
 
-def test_postprocess_refuses_runs_of_another_model_or_the_same_fold_twice(tiny_data, teachers, tmp_path, capsys):
-    import shutil
-
+def test_postprocess_refuses_what_it_must_not_rewrite_or_choose_on(tiny_data, teachers, tmp_path, capsys):
+    """Runs of another model, one fold given twice, nothing finished, a training run's own model
+    file, unknown settings: one error line each, the file untouched; an unfinished fold is skipped."""
     import distill as entry
+    from workbench.training.done import reopen
 
-    model = tmp_path / "ship.safetensors"
-    shutil.copy(teachers / "ta" / "fold0" / "model.safetensors", model)
+    model = shipped_copy(teachers / "ta" / "fold0", tmp_path / "ship.safetensors")
     before = model.read_bytes()
-    cases = [([str(teachers / "tb")], "trained fpn/tf_efficientnet_lite0 at 64 px"),
-             ([str(teachers / "ta" / "fold0"), str(teachers / "ta" / "fold0")], "give one run per fold"),
-             ([str(tmp_path)], "no fold\\*/oof.json"),
-             (["--bogus", str(teachers / "ta")], "unrecognized arguments")]
-    for runs, message in cases:
-        assert entry.main(["--postprocess", str(model), *runs]) == 2
+    twice = tmp_path / "again"
+    shutil.copytree(teachers / "ta" / "fold0", twice / "fold0")
+    cases = [([str(model), str(teachers / "tb")], "another model than .*\(arch.* differ: fpn/"),
+             ([str(model), str(teachers / "ta" / "fold0"), str(twice)], "both hold out 4 images .* one run per fold"),
+             ([str(model), str(tmp_path)], "no fold\\*/oof.json"),
+             ([str(teachers / "ta" / "fold1" / "model.safetensors"), str(teachers / "ta")], "finished training run.* copy it first"),
+             ([str(model), str(teachers / "ta"), "epochs=3"], "takes recipe=, data=, exclusive_parts= only"),
+             ([str(model), str(teachers / "ta"), "exclusive_parts=[left_light]"], "exclusive_parts"),
+             (["--bogus", str(model), str(teachers / "ta")], "unrecognized arguments")]
+    for argv, message in cases:
+        assert entry.main(["--postprocess", *argv]) == 2
         assert re.search(message, capsys.readouterr().err), message
     assert model.read_bytes() == before
+    reopen(teachers / "ta" / "fold1")  # training on: its old OOF files stay, but it is not finished
+    assert entry.main(["--postprocess", str(model), str(teachers / "ta")]) == 0
+    assert "fold1: skipped, unfinished" in " ".join(capsys.readouterr().out.split())  # rich wraps lines
+    assert read_metadata(model)["postprocessing_chosen_on"]["folds"] == [0]
+    reopen(teachers / "ta" / "fold0")
+    assert entry.main(["--postprocess", str(model), str(teachers / "ta")]) == 2
+    assert "no finished fold" in capsys.readouterr().err
     assert entry.main(["--postprocess", "--help"]) == 0
     assert "--dry-run" in capsys.readouterr().out
+
+
+def test_postprocess_candidates_come_from_the_command_line_the_recipe_or_the_file():
+    from workbench.distillation.retune import candidate_groups
+
+    tg = [["tailgate", "trunk"]]
+    own = {"exclusive": [["hood", "trunk"]]}
+    assert candidate_groups({}, {"exclusive_parts": tg}, None) == (tg, "the command line")
+    assert candidate_groups({"recipe": {"recipe": "student_unet"}}, {}, None) == (tg, "recipe student_unet")
+    assert candidate_groups({"recipe": {"recipe": "student_unet", "exclusive_parts": []}}, {}, None)[0] == []
+    assert candidate_groups({"recipe": {"recipe": "gone"}}, {}, None)[1].startswith("none (the file's recipe 'gone'")
+    groups, source = candidate_groups({"recipe": "not a mapping", **own}, {}, "student_unet")
+    assert groups == tg + own["exclusive"] and source == "recipe student_unet and the file's own groups"
+    assert candidate_groups(own, {}, None) == (own["exclusive"], "none (the file names no recipe) and the file's own groups")

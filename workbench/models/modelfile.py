@@ -72,16 +72,20 @@ def save_model(path: str | Path, model: torch.nn.Module, meta: dict, dtype: torc
 
 
 def update_metadata(path: str | Path, changes: dict) -> dict:
-    """Rewrite ``path`` with ``changes`` merged into its metadata (validated first) and its tensors
-    as they are, bytes and dtypes unchanged; atomic, so a failure leaves the old file. Returns the
-    new metadata."""
-    meta = read_metadata(path)
-    meta = validate_metadata(dict(meta, **changes), str(path))
+    """Rewrite ``path`` with ``changes`` merged into its metadata (validated first), its tensors as
+    they are (bytes and dtypes unchanged) and any other safetensors metadata entry kept; atomic, so a
+    failure leaves the old file; a symbolic link's target is the file rewritten. Returns the new
+    metadata."""
+    path = Path(path).resolve()
+    meta = validate_metadata(dict(read_metadata(path), **changes), str(path))
     try:
+        with safe_open(str(path), framework="pt") as f:
+            entries = dict(f.metadata() or {})
         state = load_file(str(path))
     except (SafetensorError, OSError) as err:
         raise ModelFileError(f"{path}: unreadable weights: {err}") from err
-    atomic_write(path, lambda tmp: save_file(state, str(tmp), metadata={META_KEY: json.dumps(meta)}))
+    entries[META_KEY] = json.dumps(meta)
+    atomic_write(path, lambda tmp: save_file(state, str(tmp), metadata=entries))
     return meta
 
 
