@@ -265,3 +265,17 @@ $PY -m analysis.bootstrap --a docs/results/unet_effnet_ds_e32_fold{0,1,2}_oof_ta
   --b docs/results/unet_effnet_ds_e64_fold{0,1,2}_oof_table.npz 2>&1 | log bootstrap_unet_effnet_ds_e32_vs_e64_folds012
 $PY -m analysis.exclusive_parts runs/unet_effnet_ds_e64 --folds 2 --data "$DATA" --group tailgate trunk \
   --json docs/results/exclusive_parts_e64_fold2.json 2>&1 | log exclusive_parts_e64_fold2
+$PY -m analysis.bootstrap --a docs/results/unet_effnet_ds_e32_fold2_oof_table.npz \
+  --b docs/results/unet_effnet_ds_e64_fold2_oof_table.npz 2>&1 | log bootstrap_unet_effnet_ds_e32_vs_e64_fold2
+# session 19: the shipped file's post-processing on the three 64-epoch folds, chosen again there (weights unchanged)
+mkdir -p runs/unet_effnet_ds_e64_3f
+ln -sfn ../unet_effnet_ds_e64_s1/fold0 runs/unet_effnet_ds_e64_3f/fold0
+ln -sfn ../unet_effnet_ds_e64/fold1 runs/unet_effnet_ds_e64_3f/fold1
+ln -sfn ../unet_effnet_ds_e64/fold2 runs/unet_effnet_ds_e64_3f/fold2
+$PY -m analysis.postprocessing runs/unet_effnet_ds_e64_3f --data "$DATA" --model weights/student.safetensors \
+  --json docs/results/shipped_s18_postprocessing_on_e64_folds012.json 2>&1 | log postprocessing_s18_on_e64_folds012
+$PY distill.py --postprocess weights/student.safetensors runs/unet_effnet_ds_e64_s1/fold0 runs/unet_effnet_ds_e64/fold1 \
+  runs/unet_effnet_ds_e64/fold2 2>&1 | log postprocess_s19
+$PY -m analysis.postprocessing runs/unet_effnet_ds_e64_3f --data "$DATA" --model weights/student.safetensors \
+  --json docs/results/rechosen_s19_postprocessing_on_e64_folds012.json 2>&1 | log postprocessing_s19_on_e64_folds012
+$PY inference.py --input "$DATA/test_images" --output predictions 2>&1 | log predictions_s19
