@@ -272,7 +272,8 @@ mkdir -p runs/unet_effnet_ds_e64_3f
 ln -sfn ../unet_effnet_ds_e64_s1/fold0 runs/unet_effnet_ds_e64_3f/fold0
 ln -sfn ../unet_effnet_ds_e64/fold1 runs/unet_effnet_ds_e64_3f/fold1
 ln -sfn ../unet_effnet_ds_e64/fold2 runs/unet_effnet_ds_e64_3f/fold2
-$PY -m analysis.postprocessing runs/unet_effnet_ds_e64_3f --data "$DATA" --model weights/student.safetensors \
+mkdir -p runs/ship19 && git show 49fa9e4:weights/student.safetensors > runs/ship19/before.safetensors  # the session-18 file
+$PY -m analysis.postprocessing runs/unet_effnet_ds_e64_3f --data "$DATA" --model runs/ship19/before.safetensors \
   --json docs/results/shipped_s18_postprocessing_on_e64_folds012.json 2>&1 | log postprocessing_s18_on_e64_folds012
 $PY distill.py --postprocess weights/student.safetensors runs/unet_effnet_ds_e64_s1/fold0 runs/unet_effnet_ds_e64/fold1 \
   runs/unet_effnet_ds_e64/fold2 2>&1 | log postprocess_s19
