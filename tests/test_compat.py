@@ -42,6 +42,7 @@ ADDED = {"provenance",  # recorded since (issue 17 §6): commit, versions, hardw
          "kd_targets",  # cached soft labels or the teachers run on each augmented batch (session 14), default cached
          "folds_seed",  # the k-fold split's own seed (session 16), default -1 = seed
          "exclusive_parts",  # candidate groups of parts one photo shows at most one of (session 18), default []
+         "init_from",  # a model file whose weights start the run (session 20), default ''
 
          *LAUNCH_KEYS}  # config keys of the fold launcher (issue 18), in the recipe with their defaults
 

@@ -253,3 +253,63 @@ def test_online_teacher_targets_are_computed_on_the_batch_the_student_trains_on(
     assert valid.shape == (len(valid), 32, 32) and (seen["targets"].sum(1) > 0.5).equal(valid)  # padding: no target
     kd = float(channel_kd_loss(seen["logits"], seen["targets"], 1.0))
     assert math.isclose(seen["loss"], 0.5 * kd + float(seen["hard"]), rel_tol=1e-4)
+
+
+def test_warm_start_carries_the_weights_to_a_larger_input(tiny_data, tmp_path):
+    """init_from: a 64-px fold-0 model file starts a 96-px fold-0 run with its weights; the
+    deep-supervision heads, which model files do not keep, start fresh; the new file records its origin."""
+    from safetensors.torch import load_file
+
+    from workbench.models.build import build_model
+    from workbench.training.done import sha1
+    from workbench.training.warm_start import warm_start
+
+    first = tmp_path / "first"
+    run_fit(tiny_overrides(tiny_data, first, max_steps=1, deep_supervision="[0.5]"))
+    origin = first / "model.safetensors"
+    overrides = tiny_overrides(tiny_data, tmp_path / "second", image_size=96, deep_supervision="[0.5]",
+                               init_from=origin, lr=1e-9, max_steps=1)
+    cfg = config.resolve(overrides)
+    ds = load_dataset(cfg["data"], cfg["image_size"])
+    model = build_model(cfg["arch"], cfg["encoder"], ds.schema.num_classes, None, None, 1, aux_heads=1)
+    record = warm_start(model, cfg, ds.schema)
+    saved, state = load_file(str(origin)), model.state_dict()
+    assert saved and all(torch.equal(state[k], v.float()) for k, v in saved.items())
+    assert any(k.startswith("aux_heads.") for k in state) and not any(k.startswith("aux_heads.") for k in saved)
+    assert record["sha1"] == sha1(origin) and record["input_size"] == [64, 64] and record["fold"] == 0
+
+    _, _, metrics = run_fit(overrides)
+    meta = read_metadata(tmp_path / "second" / "model.safetensors")
+    assert meta["input_size"] == [96, 96] and meta["init_from"]["sha1"] == sha1(origin)
+    assert meta["recipe"]["init_from"] == str(origin)
+    after = load_file(str(tmp_path / "second" / "model.safetensors"))  # one step at lr 1e-9: the start, barely moved
+    conv = next(k for k in saved if saved[k].ndim == 4)
+    assert torch.allclose(after[conv].float(), saved[conv].float(), atol=1e-4)
+
+
+def test_warm_start_refuses_other_images_or_another_network(tiny_data, tmp_path):
+    from workbench.models.build import build_model
+    from workbench.training.warm_start import warm_start
+
+    def start(origin, **extra):
+        cfg = config.resolve(tiny_overrides(tiny_data, tmp_path / "x", init_from=origin, **extra))
+        ds = load_dataset(cfg["data"], cfg["image_size"])
+        model = build_model(cfg["arch"], cfg["encoder"], ds.schema.num_classes, None)
+        return warm_start(model, cfg, ds.schema)
+
+    run_fit(tiny_overrides(tiny_data, tmp_path / "f0", max_steps=1))
+    run_fit(tiny_overrides(tiny_data, tmp_path / "all", max_steps=1, fold=-1))
+    f0, final = tmp_path / "f0" / "model.safetensors", tmp_path / "all" / "model.safetensors"
+    assert start(f0)["fold"] == 0 and start(final, fold=-1)["fold"] == -1
+    with pytest.raises(ConfigError, match="model of fold=-1 cannot start a run of fold=0"):
+        start(final)  # the final model has seen fold 0's held-out images
+    with pytest.raises(ConfigError, match="model of fold=0 cannot start a run of fold=1"):
+        start(f0, fold=1)
+    other_split = tiny_data.parent / "other_folds.json"
+    other_split.write_text((tiny_data.parent / "folds.json").read_text())
+    with pytest.raises(ConfigError, match="split folds.json"):
+        start(f0, folds_file=other_split)
+    with pytest.raises(ConfigError, match="another network .*encoder"):
+        start(f0, encoder="tf_efficientnet_lite1")
+    with pytest.raises(ConfigError, match="init_from: model file not found"):
+        start(tmp_path / "missing.safetensors")

@@ -35,6 +35,8 @@ DEFAULTS: dict = {
     "arch": "unet",                # any smp architecture: unet, fpn, unetplusplus, deeplabv3plus, ...
     "encoder": "tf_efficientnet_lite0",  # any timm model name
     "encoder_weights": "imagenet",       # imagenet | /path/to/weights | none
+    "init_from": "",               # a model file (same network and fold, any input size) whose weights start
+                                   # this run instead (progressive resizing); '' = encoder_weights + random decoder
     "image_size": 256,             # images are held in RAM squashed to this square size; validation,
                                    # OOF, soft labels and inference run on the whole image at this size
     "crop_size": 0,                # train on random crop_size x crop_size crops of the image_size image; 0 = whole image
@@ -125,6 +127,7 @@ RULES: dict[str, Field] = {
     "teacher_folds": Field(list, item=_INT),
     "cv_folds": Field(list, item=_INT),
     "twin": Field(str),
+    "init_from": Field(str),
     "temperature": Field(float, above=0),
     "kd_weight": Field(float, lo=0, hi=1),
     "kd_mix": Field(str, choices=("convex", "additive")),

@@ -26,7 +26,7 @@ from ..core.console import console
 from ..data import load_dataset
 from ..evaluation.sources import discover_folds
 from ..exceptions import ConfigError, DistillError, UsageError
-from ..models.modelfile import read_metadata, update_metadata
+from ..models.modelfile import network_differences, read_metadata, update_metadata
 from ..training.done import DONE, MODEL_FILE, not_done_reason
 from ..training.oof import load_oof
 from .ensemble import gather_oof
@@ -81,23 +81,13 @@ def finished_folds(runs: list[str]) -> list[Path]:
     return out
 
 
-def same_model(meta: dict, theirs: dict) -> list[str]:
-    """The entries in which two model files' metadata describe different networks or classes."""
-    def key(m: dict) -> dict:
-        return {"arch": str(m["arch"]).lower(), "encoder": m["encoder"], "input_size": list(m["input_size"]),
-                "decoder_channels": list(m.get("decoder_channels") or []), "head_scale": m.get("head_scale", 1),
-                "schema": m["schema"]}
-    ours, other = key(meta), key(theirs)
-    return [k for k in ours if ours[k] != other[k]]
-
-
 def check_runs(meta: dict, fold_dirs: list[Path], model_path: Path) -> list[dict]:
     """The fold runs' model-file metadata, after checking that each is of the file's model and that
     no two hold the same held-out images; their other training differences are printed."""
     metas, seen = [], {}
     for d in fold_dirs:
         theirs = read_metadata(d / MODEL_FILE)
-        differ = same_model(meta, theirs)
+        differ = network_differences(meta, theirs)
         if differ:
             raise DistillError(f"{d} is another model than {model_path} ({', '.join(differ)} differ: "
                                f"{theirs['arch']}/{theirs['encoder']} at {theirs['input_size'][0]} px, the file "

@@ -39,6 +39,17 @@ def model_metadata(cfg: dict, schema: ClassSchema) -> dict:
     }
 
 
+def network_differences(meta: dict, theirs: dict, ignore: tuple[str, ...] = ()) -> list[str]:
+    """The entries in which two model files' metadata describe different networks or classes
+    (architecture, encoder, input size, decoder, head, schema), less those in ``ignore``."""
+    def key(m: dict) -> dict:
+        return {"arch": str(m["arch"]).lower(), "encoder": m["encoder"], "input_size": list(m["input_size"]),
+                "decoder_channels": list(m.get("decoder_channels") or []), "head_scale": m.get("head_scale", 1),
+                "schema": m["schema"]}
+    ours, other = key(meta), key(theirs)
+    return [k for k in ours if k not in ignore and ours[k] != other[k]]
+
+
 def norm_statistics(model: torch.nn.Module) -> set[str]:
     """The state-dict names of ``model``'s BatchNorm running means and variances."""
     return {f"{name}.{buf}" if name else buf for name, m in model.named_modules()

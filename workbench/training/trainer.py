@@ -52,6 +52,7 @@ from .done import mark_done, reopen
 from .history import draw_progress, epoch_line, run_metrics, validation_table, write_metrics
 from .losses import SegLoss, deep_supervision_loss
 from .oof import save_oof, to_uint8
+from .warm_start import warm_start
 
 MAX_NONFINITE_STEPS = 5  # consecutive non-finite losses/gradients before a run is declared diverged
 
@@ -138,7 +139,11 @@ class Trainer:
             torch.set_num_threads(cfg["threads"])
         seed_everything(cfg["seed"])
         model = build_model(cfg["arch"], cfg["encoder"], self.schema.num_classes, cfg["encoder_weights"],
-                            cfg["decoder_channels"], cfg["head_scale"], len(cfg["deep_supervision"])).to(self.device)
+                            cfg["decoder_channels"], cfg["head_scale"], len(cfg["deep_supervision"]))
+        if cfg["init_from"]:  # progressive resizing: the weights of an earlier run (a resume then overrides them)
+            self.meta_extra = dict(self.meta_extra, init_from=warm_start(model, cfg, self.schema,
+                                                                           self.meta_extra.get("folds_file", "")))
+        model = model.to(self.device)
         self.model = model.to(memory_format=torch.channels_last)
         self.net = self.dist.wrap(self.model)  # what train_step calls: the model, or its DDP wrapper
         self.n_params = count_parameters(self.model)
