@@ -72,6 +72,9 @@ M = [
  ("distill.py --postprocess: two runs of one fold accepted", "workbench/distillation/retune.py", '        if shared:\n', '        if False:\n', "tests/test_distill.py -k postprocess"),
  ("distill.py --postprocess: runs of another architecture accepted", "workbench/distillation/retune.py", '        if differ:\n', '        if False:\n', "tests/test_distill.py -k postprocess"),
  ("analysis.postprocessing: the cross-fitted rule ignores the file's exclusive groups", "analysis/postprocessing.py", 'cross_post = post_of(cross_choice["cleanup"]["min_area"], cross_choice["exclusive"])', 'cross_post = post_of(cross_choice["cleanup"]["min_area"], [])', "tests/test_analysis.py -k exclusive"),
+ ("init_from: the fold check skipped (a final model may start a fold run)", "workbench/training/warm_start.py", '    if fold != their_fold:\n', '    if False:\n', "tests/test_training.py -k warm_start"),
+ ("init_from: the weights never loaded", "workbench/training/warm_start.py", '    missing, unexpected = model.load_state_dict(state, strict=False)\n', '    missing, unexpected = [], []\n', "tests/test_training.py -k warm_start"),
+ ("init_from: ignored by the Trainer", "workbench/training/trainer.py", '        if cfg["init_from"]:', '        if False:', "tests/test_training.py -k warm_start"),
 ]
 
 def run(only=None):
