@@ -280,3 +280,29 @@ $PY distill.py --postprocess weights/student.safetensors runs/unet_effnet_ds_e64
 $PY -m analysis.postprocessing runs/unet_effnet_ds_e64_3f --data "$DATA" --model weights/student.safetensors \
   --json docs/results/rechosen_s19_postprocessing_on_e64_folds012.json 2>&1 | log postprocessing_s19_on_e64_folds012
 $PY inference.py --input "$DATA/test_images" --output predictions 2>&1 | log predictions_s19
+# session 20, on a lent GPU (one H200; docs/campaign2.md, "A GPU lent again"): .gpu/ prepared as written there, the
+# three tracked model files moved out of the tree and the index for the call; device command, carry [".gpu"]:
+#   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site .gpu/whl/*.whl
+#   export PYTHONPATH=/tmp/site:$PWD/.gpu/site; OUT=$OUT DEADLINE=480 bash campaign_gpu.sh
+# its OOF tables are docs/results/gpu_session20/*_oof_table.npz; KD against the twin:
+$PY -m analysis.bootstrap --a docs/results/gpu_session20/g_student_twin_fold0_oof_table.npz \
+  --b docs/results/gpu_session20/g_student_fold0_oof_table.npz 2>&1 | log bootstrap_gpu20_twin_vs_student
+# session 20 on the CPU: progressive resizing. The recipe's 64-epoch fold-0 model goes on for 8 epochs at 512² with
+# 384² crops (lr 2.5e-4, no decoder multiplier); its control, the same 8 epochs at the recipe's 384²/256²
+FT="epochs=8 lr=2.5e-4 decoder_lr_mult=1 val_every=2"
+$PY train.py recipe=unet_effnet_ds fold=0 name=unet_effnet_ds_ft512 $FT image_size=512 crop_size=384 \
+  init_from=runs/unet_effnet_ds_e64_s1/fold0/model.safetensors 2>&1 | log ft512_fold0
+$PY train.py recipe=unet_effnet_ds fold=0 name=unet_effnet_ds_ft384 $FT \
+  init_from=runs/unet_effnet_ds_e64_s1/fold0/model.safetensors 2>&1 | log ft384_fold0
+for r in unet_effnet_ds_ft512 unet_effnet_ds_ft384; do
+  $PY -m analysis.oof_table runs/$r --data "$DATA" --folds 0 --out docs/results/${r}_fold0_oof_table.npz 2>&1 | log oof_table_${r}_fold0
+done
+$PY -m analysis.bootstrap --a docs/results/unet_effnet_ds_e64_s1_fold0_oof_table.npz \
+  --b docs/results/unet_effnet_ds_ft512_fold0_oof_table.npz 2>&1 | log bootstrap_e64_vs_ft512_fold0
+$PY -m analysis.bootstrap --a docs/results/unet_effnet_ds_ft384_fold0_oof_table.npz \
+  --b docs/results/unet_effnet_ds_ft512_fold0_oof_table.npz 2>&1 | log bootstrap_ft384_vs_ft512_fold0
+# folds 1 and 2 the same way (from the seed-0 64-epoch runs of those folds)
+for f in 1 2; do
+  $PY train.py recipe=unet_effnet_ds fold=$f name=unet_effnet_ds_ft512 $FT image_size=512 crop_size=384 \
+    init_from=runs/unet_effnet_ds_e64/fold$f/model.safetensors 2>&1 | log ft512_fold$f
+done
