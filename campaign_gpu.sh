@@ -21,7 +21,7 @@ DATA=${DATA:-.gpu/data/dsmlr-carparts}
 SIZE=${SIZE:-512}
 CROP=${CROP:-384}
 E_T=${EPOCHS0:-40}
-DEADLINE=${DEADLINE:-550}        # seconds after the start by which everything must be packed
+DEADLINE=${DEADLINE:-550}        # seconds after the start by which everything must be packed (a machine started in ~50 s in session 20)
 RESERVE=${RESERVE:-150}          # seconds the students' start, the report and the inference timing need
 VAL_EVERY=${VAL_EVERY:-4}
 W=${WORKERS:-6}                  # DataLoader workers of the teacher; the two students get 1.5x, the twin half
@@ -29,6 +29,8 @@ WS=$(( W * 3 / 2 )); WT=$(( (W + 1) / 2 ))
 EXTRA=${EXTRA:-}                 # more overrides for every run (smoke tests)
 KD_TARGETS=${KD_TARGETS:-online} # online: the teacher runs on each augmented student batch (fold 0 on the CPU: +0.81, -0.06, +0.75 over cached)
 S_COST=${S_COST:-2.5}            # a student epoch (3 processes at once, one on 400 images, online teacher) in teacher epochs
+S_START=${S_START:-120}          # seconds a distill.py spends before its first epoch (the teaching ensemble's report and
+                                 # post-processing choice, CPU work; about 100-140 s on the H200 machine, session 20)
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 NO_ALBUMENTATIONS_UPDATE=1 OMP_WAIT_POLICY=PASSIVE
 mkdir -p "$OUT" runs/logs
 LOG=runs/logs/gpu_campaign.log
@@ -81,7 +83,7 @@ fi
 # validation every VAL_EVERY epochs as one more epoch each; E_T = 2 E_S.
 E_S=$($PY -c "
 t = $T_EPOCH * (1 + 1 / $VAL_EVERY)
-print(max(2, min(60, int(($(left) - $RESERVE - 20) / (2 * t + $S_COST * t)))))")
+print(max(2, min(60, int(($(left) - $RESERVE - $S_START - 20) / (2 * t + $S_COST * t)))))")
 E_T=$(( 2 * E_S ))
 say "teacher epoch $T_EPOCH s -> teacher epochs=$E_T, student and twin epochs=$E_S"
 kill $TEACHER 2>/dev/null; wait $TEACHER 2>/dev/null
