@@ -130,17 +130,27 @@ def load_model(path: str | Path, device: str | torch.device = "cpu") -> tuple[to
                             head_scale=meta.get("head_scale", 1))
     except (ValueError, KeyError, TypeError) as err:  # bad schema, unknown architecture or encoder
         raise ModelFileError(f"{path}: invalid model metadata: {err}") from err
+    state = read_weights(path)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as err:
+        raise ModelFileError(f"{path}: weights do not match {meta['arch']}/{meta['encoder']}: {err}") from err
+    return model.to(device).eval(), meta
+
+
+def read_weights(path: str | Path) -> dict[str, torch.Tensor]:
+    """The file's tensors, floating point ones as float32; :class:`ModelFileError` if they are
+    unreadable or not finite."""
     try:
         state = load_file(str(path))
-        state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
-        model.load_state_dict(state)
-    except (SafetensorError, RuntimeError, OSError) as err:
-        raise ModelFileError(f"{path}: weights do not match {meta['arch']}/{meta['encoder']}: {err}") from err
+    except (SafetensorError, OSError) as err:
+        raise ModelFileError(f"{path}: unreadable weights: {err}") from err
+    state = {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
     bad = non_finite(state)
     if bad:
         raise ModelFileError(f"{path}: weights are not finite (NaN or infinity) in {bad}: the model diverged "
                              "in training; retrain it with a lower lr=")
-    return model.to(device).eval(), meta
+    return state
 
 
 def non_finite(state: dict[str, torch.Tensor], show: int = 3) -> str:

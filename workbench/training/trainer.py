@@ -138,7 +138,9 @@ class Trainer:
         if cfg["threads"] > 0:
             torch.set_num_threads(cfg["threads"])
         seed_everything(cfg["seed"])
-        model = build_model(cfg["arch"], cfg["encoder"], self.schema.num_classes, cfg["encoder_weights"],
+        # with init_from the encoder's ImageNet weights would be overwritten at once: not loaded
+        model = build_model(cfg["arch"], cfg["encoder"], self.schema.num_classes,
+                            None if cfg["init_from"] else cfg["encoder_weights"],
                             cfg["decoder_channels"], cfg["head_scale"], len(cfg["deep_supervision"]))
         if cfg["init_from"]:  # progressive resizing: the weights of an earlier run (a resume then overrides them)
             self.meta_extra = dict(self.meta_extra, init_from=warm_start(model, cfg, self.schema,

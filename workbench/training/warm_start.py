@@ -17,13 +17,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file
 
 from ..core.schema import ClassSchema
 from ..exceptions import ConfigError, ModelFileError
 from ..models.deep_supervision import TRAINING_ONLY_PREFIX
-from ..models.modelfile import model_metadata, network_differences, non_finite, read_metadata
+from ..models.modelfile import model_metadata, network_differences, read_metadata, read_weights
 from .done import sha1
 
 
@@ -57,12 +55,9 @@ def warm_start(model: torch.nn.Module, cfg: dict, schema: ClassSchema, folds_fil
                           f"{theirs['arch']}/{theirs['encoder']}, this run {cfg['arch']}/{cfg['encoder']})")
     check_same_images(cfg, theirs, path, folds_file)
     try:
-        state = {k: v.float() if v.is_floating_point() else v for k, v in load_file(str(path)).items()}
-    except (SafetensorError, OSError) as err:
-        raise ConfigError(f"init_from={path}: unreadable weights: {err}") from err
-    bad = non_finite(state)
-    if bad:
-        raise ConfigError(f"init_from={path}: weights are not finite in {bad}")
+        state = read_weights(path)
+    except ModelFileError as err:
+        raise ConfigError(f"init_from: {err}") from err
     missing, unexpected = model.load_state_dict(state, strict=False)
     missing = [k for k in missing if not k.startswith(TRAINING_ONLY_PREFIX)]
     if missing or unexpected:
