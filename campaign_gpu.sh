@@ -29,8 +29,11 @@ WS=$(( W * 3 / 2 )); WT=$(( (W + 1) / 2 ))
 EXTRA=${EXTRA:-}                 # more overrides for every run (smoke tests)
 KD_TARGETS=${KD_TARGETS:-online} # online: the teacher runs on each augmented student batch (fold 0 on the CPU: +0.81, -0.06, +0.75 over cached)
 S_COST=${S_COST:-2.5}            # a student epoch (3 processes at once, one on 400 images, online teacher) in teacher epochs
-S_START=${S_START:-120}          # seconds a distill.py spends before its first epoch (the teaching ensemble's report and
-                                 # post-processing choice, CPU work; about 100-140 s on the H200 machine, session 20)
+S_START=${S_START:-60}           # seconds a distill.py spends before its first epoch (the teaching ensemble's report, CPU
+                                 # work). Session 20 measured 100-140 s on the H200 machine with the post-processing choice
+                                 # in it; since session 21 it is skipped here (postprocess=false) and made afterwards on
+                                 # the CPU from the returned fold-0 student: distill.py --postprocess (docs/campaign2.md).
+                                 # On this 2-core CPU at 384 px the skip took a report from 62.6 to 27.6 s (session 21)
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 NO_ALBUMENTATIONS_UPDATE=1 OMP_WAIT_POLICY=PASSIVE
 mkdir -p "$OUT" runs/logs
 LOG=runs/logs/gpu_campaign.log
@@ -41,7 +44,7 @@ pack() {  # small results only: no checkpoints, probabilities, caches or model f
     runs/logs $(ls -d runs/g_* runs/h2o_seed 2>/dev/null) 2>/dev/null
 }
 COMMON="data=$DATA image_size=$SIZE crop_size=$CROP val_every=$VAL_EVERY threads=2 $EXTRA"
-KD="recipe=student_unet teachers=[g_teacher] teacher_folds=[0] cv_folds=[0] kd_targets=$KD_TARGETS $COMMON"
+KD="recipe=student_unet teachers=[g_teacher] teacher_folds=[0] cv_folds=[0] kd_targets=$KD_TARGETS postprocess=false $COMMON"
 say "device: $($PY -c 'import torch; print(torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu")')"
 
 # ---- phase A: the teacher (and the h2o_seed baseline, its own recipe) -------------------------------
@@ -119,7 +122,7 @@ for r in g_teacher g_student_twin g_student h2o_seed; do
   timeout $(( $(left) - 10 )) $PY -m analysis.oof_table "runs/$r" --data "$DATA" --folds 0 \
     --out "runs/g_tables/${r}_fold0_oof_table.npz" > "runs/logs/g_table_$r.log" 2>&1 &
 done
-if [ "$DONE" = 1 ]; then  # every run finished: this only evaluates, chooses TTA/cleanup and exports
+if [ "$DONE" = 1 ]; then  # every run finished: this only evaluates and exports (flip TTA, no cleanup until chosen)
   timeout $(( $(left) - 35 )) $PY distill.py --cv $KD name=g_student epochs="$E_S" export="$OUT/student.safetensors" \
     > runs/logs/g_student_report.log 2>&1 && say "student exported" || say "report/export failed or out of time"
 fi
@@ -130,6 +133,10 @@ for f in weights/teachers/g_*/fold0.safetensors; do
   [ -f "$f" ] && cp "$f" "$OUT/$(echo "$f" | cut -d/ -f3)_fold0.safetensors"
 done
 if [ -f "$OUT/student.safetensors" ] && [ "$(left)" -gt 20 ]; then
+  # the post-processing choice on the fold-0 student's OOF (CPU work, beside the GPU timing); the rewrite is
+  # atomic, so a choice cut short by the deadline leaves the file with flip TTA and no cleanup
+  timeout $(( $(left) - 12 )) $PY distill.py --postprocess "$OUT/student.safetensors" runs/g_student/fold0 \
+    > runs/logs/g_student_postprocess.log 2>&1 &
   timeout $(( $(left) - 10 )) $PY inference.py --input "$DATA/test_images" --output runs/g_pred \
     --weights "$OUT/student.safetensors" --device cuda --benchmark > runs/logs/g_inference_cuda.log 2>&1
   say "GPU inference: $(tail -4 runs/logs/g_inference_cuda.log | tr '\n' ' ')"

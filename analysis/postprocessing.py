@@ -17,7 +17,10 @@ on the *other* folds ("cross-fitted": an honest estimate of the rule itself). Wh
 file's thresholds were chosen on other folds, "file's post-processing" is an honest held-out
 estimate too; the gap to "chosen here" is the selection optimism.
 The gains over flip TTA come with 95 % intervals (paired bootstrap over the images). Scored at the
-masks' resolution, as everywhere else.
+masks' resolution, as everywhere else. The file's column and the cross-fitted one use the TTA setting
+of the file and of the rule's choice (flip TTA on, unless it did not pay). In the JSON, ``*_cleanup*``
+keys (``tta_file_cleanup``, ``tta_cleanup_cross_fitted``, ...) name the whole post-processing: TTA
+setting, exclusive groups and cleanup; the names are kept so that older result files compare.
 """
 
 from __future__ import annotations
@@ -30,9 +33,12 @@ from analysis._cli import COUNT, parser
 from workbench.core.cli import fail_cleanly
 
 
-def ablation(fold_runs: list[Path], data: str, thresholds: dict[str, float], exclusive: list[list[str]] = ()) -> dict:
+def ablation(fold_runs: list[Path], data: str, thresholds: dict[str, float], exclusive: list[list[str]] = (),
+             file_tta: bool = True) -> dict:
     """{"folds": {name: row}, "pooled": row}; a row holds mIoU values (fractions) and, pooled, the
-    bootstrap of the file's post-processing (its exclusive groups, then its cleanup) against flip TTA alone."""
+    bootstrap of the file's post-processing (its flip TTA setting ``file_tta``, exclusive groups, then
+    cleanup) against flip TTA alone. The cross-fitted column likewise uses the TTA setting the rule
+    chose on the other folds."""
     import numpy as np
 
     from workbench.data import load_dataset
@@ -80,15 +86,18 @@ def ablation(fold_runs: list[Path], data: str, thresholds: dict[str, float], exc
     folds, per_fold = {}, []
     for run in fold_runs:
         oofs = gather_oof({"run": [run]}, ds)
-        tta = mix_confusions(oofs, w, True)
-        cms = {"no_tta": mix_confusions(oofs, w, False), "tta": tta,
-               "tta_file_cleanup": mix_confusions(oofs, w, True, post=post) if post else tta}
+        cms = {"no_tta": mix_confusions(oofs, w, False), "tta": mix_confusions(oofs, w, True)}
+
+        def with_post(flip: bool, post_fn) -> np.ndarray:  # a setting without post-processing is already scored
+            return mix_confusions(oofs, w, flip, post=post_fn) if post_fn else cms["tta" if flip else "no_tta"]
+
+        cms["tta_file_cleanup"] = with_post(file_tta, post)
         cross_choice = None
         if len(fold_runs) > 1:  # the rule's choice on the other folds, scored on this one
             others = [r for r in fold_runs if r != run]
             cross_choice = rule(others)
             cross_post = post_of(cross_choice["cleanup"]["min_area"], cross_choice["exclusive"])
-            cms["tta_cleanup_cross_fitted"] = mix_confusions(oofs, w, True, post=cross_post) if cross_post else tta
+            cms["tta_cleanup_cross_fitted"] = with_post(cross_choice["tta"]["hflip"], cross_post)
         folds[run.name] = score([run], cms)
         if cross_choice is not None:
             folds[run.name]["cleanup_chosen_on_other_folds"] = cross_choice["cleanup"]["min_area"]
@@ -124,7 +133,8 @@ def main(argv: list[str] | None = None) -> int:
     cleanup = meta.get("cleanup") or {}
     thresholds = cleanup.get("min_area", {}) if cleanup.get("enabled") else {}
     exclusive = meta.get("exclusive") or []
-    result = ablation(discover_folds(args.run, args.folds), args.data, thresholds, exclusive)
+    file_tta = bool((meta.get("tta") or {}).get("hflip", True))
+    result = ablation(discover_folds(args.run, args.folds), args.data, thresholds, exclusive, file_tta)
 
     table = Table(title=f"{args.run}: post-processing ablation, mIoU % ({args.model}: cleanup of "
                         f"{len(thresholds)} classes" + "".join(f", one of {'/'.join(g)}" for g in exclusive) + ")")

@@ -581,3 +581,36 @@ def test_exclusive_parts_checks_the_masks_and_scores_the_rule_on_oof(dataset, tm
     assert pooled["exclusive_chosen_here"] == [group] and pooled["cross_fitted_cleanup_minus_tta"]["delta"] > 0
     folds = json.loads(out.read_text())["folds"]
     assert all(f["exclusive_chosen_on_other_folds"] == [group] for f in folds.values())
+
+
+def test_postprocessing_ablation_scores_the_files_tta_setting(dataset, tmp_path, model_file):
+    """The plain view holds a weak false hood speck that the mirrored view does not: flip TTA removes it.
+    A file with flip TTA off scores as no TTA, one with it on as flip TTA; the cross-fitted column
+    uses the TTA the rule chose on the other fold (on: it pays there)."""
+    from analysis.postprocessing import main as postprocessing
+
+    C, S = SCHEMA.num_classes, 16
+    run = tmp_path / "runs" / "weak_speck"
+    for fold in (0, 1):
+        fs = dataset["stems"][fold::2]
+        plain, mirrored = [], []
+        for s in fs:
+            small = cv2.resize(cv2.imread(str(dataset["data"] / "masks" / f"{s}.png"), cv2.IMREAD_GRAYSCALE),
+                               (S, S), interpolation=cv2.INTER_NEAREST)
+            truth = np.eye(C, dtype=np.float32)[SCHEMA.value_to_index[small]].transpose(2, 0, 1)
+            mirrored.append(truth)
+            speck = truth.copy()
+            speck[:, 0, 0] *= 0.2
+            speck[HOOD, 0, 0] = 0.8          # the plain view says hood; the mean of both views does not
+            plain.append(speck)
+        save_oof(run / f"fold{fold}", fs, SCHEMA, S, fold, to_uint8(np.stack(plain)), to_uint8(np.stack(mirrored)))
+    out, data = tmp_path / "pp.json", str(dataset["data"])
+    for hflip in (False, True):
+        f = model_file(tmp_path / f"tta_{hflip}.safetensors", SCHEMA, tta={"hflip": hflip, "scales": [1.0]},
+                       cleanup={"enabled": False, "min_area": {}})
+        assert postprocessing([str(run), "--data", data, "--model", str(f), "--json", str(out)]) == 0
+        result = json.loads(out.read_text())
+        for row in (*result["folds"].values(), result["pooled"]):
+            assert row["no_tta"] < row["tta"]
+            assert row["tta_file_cleanup"] == row["tta" if hflip else "no_tta"]
+            assert row["tta_cleanup_cross_fitted"] == row["tta"]

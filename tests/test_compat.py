@@ -43,6 +43,7 @@ ADDED = {"provenance",  # recorded since (issue 17 §6): commit, versions, hardw
          "folds_seed",  # the k-fold split's own seed (session 16), default -1 = seed
          "exclusive_parts",  # candidate groups of parts one photo shows at most one of (session 18), default []
          "init_from",  # a model file whose weights start the run (session 20), default ''
+         "postprocess",  # distill.py chooses the post-processing, or leaves it for --postprocess (session 21), default true
 
          *LAUNCH_KEYS}  # config keys of the fold launcher (issue 18), in the recipe with their defaults
 

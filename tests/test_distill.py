@@ -145,6 +145,26 @@ def test_a_hard_label_final_student_needs_no_soft_labels(tiny_data, teachers, tm
     assert not list((teachers / "student" / "cache").glob("soft_*.npy"))
 
 
+def test_postprocess_false_skips_the_choice_and_leaves_it_to_distill_postprocess(tiny_data, teachers, tmp_path,
+                                                                                monkeypatch):
+    """``postprocess=false`` (a GPU lent for minutes): no post-processing is chosen on the CPU; the file
+    gets flip TTA and no cleanup, and the report and the file say it was not chosen."""
+    import workbench.distillation.pipeline as pipeline
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("post-processing was chosen")
+
+    monkeypatch.setattr(pipeline, "choose_postprocessing", refuse)
+    export = tmp_path / "s.safetensors"
+    assert distill(student_args(tiny_data, tmp_path, export, kd_weight=0, postprocess="false"), runs_dir=teachers) == 0
+    meta = read_metadata(export)
+    assert meta["tta"] == {"hflip": True, "scales": [1.0]} and meta["cleanup"] == {"enabled": False, "min_area": {}}
+    assert meta["exclusive"] == [] and meta["postprocessing_ablation"] == {}
+    report = json.loads((teachers / "student" / "oof_report.json").read_text())
+    assert report["postprocessing_chosen_on"] == "not chosen (postprocess=false)"
+    assert "python distill.py --postprocess" in (teachers / "student" / "oof_report.md").read_text()
+
+
 def test_online_targets_distil_without_a_soft_label_cache(tiny_data, teachers, tmp_path):
     """``kd_targets=online``: students of the CV and the final one learn from the teachers run on their
     batches; no soft labels are stored, and the report and the model file say how the student learned."""

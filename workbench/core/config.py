@@ -89,6 +89,9 @@ DEFAULTS: dict = {
     "exclusive_parts": [],         # candidate groups of parts a photo shows at most one of, e.g. [[tailgate, trunk]]:
                                    # kept in the model file where merging them raises OOF mIoU (groups naming parts
                                    # the dataset lacks are skipped; the training masks must never hold two of one)
+    "postprocess": True,           # choose flip TTA, exclusive groups and cleanup on OOF (false: skip the choice, which
+                                   # runs on the CPU; the file gets flip TTA and no cleanup, to be chosen later with
+                                   # distill.py --postprocess)
     "export": "",                  # exported student; empty = runs/<name>/student.safetensors (ship: export=weights/student.safetensors)
     "export_dtype": "float16",     # float16 halves the file; inference runs in float32
 }

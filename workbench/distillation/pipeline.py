@@ -30,7 +30,8 @@ from ..evaluation.bootstrap import paired_bootstrap
 from ..evaluation.oof_table import save_table
 from .ensemble import (add_rows, gather_oof, mix_confusions, mix_table, oof_report, report_markdown, report_table,
                        select_families, table_row)
-from .postprocessing import choose_postprocessing, describe_postprocessing, exclusive_candidates
+from .postprocessing import (choose_postprocessing, describe_postprocessing, exclusive_candidates,
+                             unchosen_postprocessing)
 from .online_teacher import OnlineTeacher
 from .soft_labels import SoftLabels, confidence_summary, soft_labels
 from .student import UNRECORDED_PRECISION, find_twin_run, finished_run, train_student, training_differences
@@ -104,10 +105,14 @@ def run(argv: list[str], cv: bool = False, final: bool = True, runs_dir: Path = 
 
     # post-processing is chosen on the student's OOF, or (no student) on the best family's
     group = "student (KD)" if student_runs else max(oofs.plain, key=lambda f: rows[f"family {f}"]["tta"]["miou"])
-    pp_oofs = gather_oof({group: student_runs}, ds) if student_runs else oofs
-    post = choose_postprocessing(pp_oofs, ds.schema.names, group, exclusive=exclusive_candidates(cfg["exclusive_parts"], ds))
+    if cfg["postprocess"]:
+        pp_oofs = gather_oof({group: student_runs}, ds) if student_runs else oofs
+        post = choose_postprocessing(pp_oofs, ds.schema.names, group,
+                                     exclusive=exclusive_candidates(cfg["exclusive_parts"], ds))
+    else:
+        post = unchosen_postprocessing()
     console.print(report_table(rows, ds.schema.names))
-    chosen_on = group if student_runs else f"family {group}"
+    chosen_on = (group if student_runs else f"family {group}") if cfg["postprocess"] else "not chosen (postprocess=false)"
     console.print(describe_postprocessing(post, chosen_on), markup=False)
     report = {"rows": rows, "classes": list(ds.schema.names), "postprocessing": post,
               "postprocessing_chosen_on": chosen_on, "ensemble_weights": weights,

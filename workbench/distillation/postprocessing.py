@@ -170,10 +170,22 @@ def choose_postprocessing(oofs: OOFSet, names: tuple[str, ...], group: str, cros
     }
 
 
+def unchosen_postprocessing() -> dict:
+    """What a model file gets when distill.py is told not to choose (``postprocess=false``, e.g. on a
+    GPU lent for minutes, where the choice would run on the CPU): a new model's defaults (flip TTA
+    on, no exclusive groups, no cleanup) and no ablation. ``distill.py --postprocess FILE RUN...``
+    chooses later, on OOF runs of the file's recipe."""
+    return {"tta": {"hflip": True, "scales": [1.0]}, "exclusive": [],
+            "cleanup": {"enabled": False, "min_area": {}}, "ablation": {}}
+
+
 def describe_postprocessing(post: dict, chosen_on: str) -> str:
     """One paragraph for the console and the OOF report: what was chosen, on what, what it scores,
     and which cleanup thresholds cross-fitting left out."""
     ab = post["ablation"]
+    if not ab:
+        return ("Post-processing not chosen (postprocess=false): flip TTA on, no cleanup. Choose it on OOF "
+                "runs of this recipe with: python distill.py --postprocess MODEL_FILE RUN [RUN ...]")
     exclusive = "; exclusive parts " + (", ".join("/".join(g) for g in post["exclusive"]) or "none") \
         if "exclusive_gain_lowres" in ab else ""
     text = (f"Post-processing chosen on the OOF predictions of {chosen_on}: flip TTA "

@@ -25,7 +25,7 @@ from .soft_labels import SoftLabels
 
 # Keys that do not change what a hard-label run learns (names, outputs, distillation-only settings).
 NOT_TRAINING_KEYS = {"name", "family", "out", "recipe", "teachers", "teacher_folds", "cv_folds", "temperature", "kd_weight",
-                     "kd_mix", "kd_loss", "kd_targets", "twin", "export", "export_dtype", "family_max_gap", "exclusive_parts", "threads", "workers", "device", "save_oof", "folds_file", "folds_seed",
+                     "kd_mix", "kd_loss", "kd_targets", "twin", "export", "export_dtype", "family_max_gap", "exclusive_parts", "postprocess", "threads", "workers", "device", "save_oof", "folds_file", "folds_seed",
                      "data", "max_steps"}
 
 

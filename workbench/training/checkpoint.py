@@ -21,7 +21,7 @@ LAST, BEST = "last.pt", "best_state.pt"
 
 # Keys that may change between an interrupted run and its resumption.
 RESUMABLE_CHANGES = {"epochs", "threads", "workers", "val_every", "device", "max_steps", "save_oof", "recipe",
-                     "export", "export_dtype", "family_max_gap", "exclusive_parts",  # these only matter after training
+                     "export", "export_dtype", "family_max_gap", "exclusive_parts", "postprocess",  # these only matter after training
                      "cv_folds", "twin",  # which folds distill.py cross-validates and against what, not what one fold's student learns
                      "launcher", "folds_to_run", "partition", "gpus_per_job", "cpus_per_job", "job_minutes",
                      "jobs_parallel", "sbatch_options"}  # how folds are sent as jobs, not what they train
