@@ -317,3 +317,11 @@ $PY -m analysis.bootstrap --a docs/results/unet_effnet_ds_e64_s1_fold0_oof_table
 # when they did not confirm fold 0; the same command resumes it; it ships only if the three folds say so)
 # $PY distill.py recipe=student_unet name=final_ft512 kd_weight=0 $FT image_size=512 crop_size=384 \
 #   teachers=[unet_effnet_ds_ft512] teacher_folds=[0] init_from=weights/student.safetensors 2>&1 | log final_ft512
+# session 21: a third replicate of the 32-epoch online-KD pair (seed 2): the twin, then the student taught online
+# by the seed-1 64-epoch fold-0 teacher (replicates 1-2: kd_unet_e64t32on +1.26, kd_unet_e64s1t32on +0.84)
+$PY train.py recipe=unet_effnet_ds fold=0 epochs=32 seed=2 folds_file=runs/folds/dsmlr-carparts-c8fe9fab-k5-s0.json \
+  name=unet_effnet_ds_e32_s2 2>&1 | log unet_effnet_ds_e32_s2
+fold0_vs_twin unet_effnet_ds_e32_s2 unet_effnet_ds_e32
+$PY distill.py --cv-only recipe=student_unet name=kd_unet_e64s1t32on_s2 teachers=[unet_effnet_ds_e64_s1] teacher_folds=[0] \
+  cv_folds=[0] epochs=32 seed=2 folds_seed=0 twin=unet_effnet_ds_e32_s2 kd_targets=online 2>&1 | log kd_unet_e64s1t32on_s2
+fold0_vs_twin kd_unet_e64s1t32on_s2 unet_effnet_ds_e32_s2

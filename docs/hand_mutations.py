@@ -75,6 +75,8 @@ M = [
  ("init_from: the fold check skipped (a final model may start a fold run)", "workbench/training/warm_start.py", '    if fold != their_fold:\n', '    if False:\n', "tests/test_training.py -k warm_start"),
  ("init_from: the weights never loaded", "workbench/training/warm_start.py", '    missing, unexpected = model.load_state_dict(state, strict=False)\n', '    missing, unexpected = [], []\n', "tests/test_training.py -k warm_start"),
  ("init_from: ignored by the Trainer", "workbench/training/trainer.py", '        if cfg["init_from"]:', '        if False:', "tests/test_training.py -k warm_start"),
+ ("distill.py: postprocess=false ignored (the choice runs anyway)", "workbench/distillation/pipeline.py", '    if cfg["postprocess"]:\n', '    if True:\n', "tests/test_distill.py -k postprocess_false"),
+ ("analysis.postprocessing: the file's column always with flip TTA", "analysis/postprocessing.py", 'cms["tta_file_cleanup"] = with_post(file_tta, post)', 'cms["tta_file_cleanup"] = with_post(True, post)', "tests/test_analysis.py -k postprocessing_ablation"),
 ]
 
 def run(only=None):
