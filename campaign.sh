@@ -325,3 +325,8 @@ fold0_vs_twin unet_effnet_ds_e32_s2 unet_effnet_ds_e32
 $PY distill.py --cv-only recipe=student_unet name=kd_unet_e64s1t32on_s2 teachers=[unet_effnet_ds_e64_s1] teacher_folds=[0] \
   cv_folds=[0] epochs=32 seed=2 folds_seed=0 twin=unet_effnet_ds_e32_s2 kd_targets=online 2>&1 | log kd_unet_e64s1t32on_s2
 fold0_vs_twin kd_unet_e64s1t32on_s2 unet_effnet_ds_e32_s2
+# session 21 (end): the whole 64-epoch schedule at 512² with 384² crops on fold 0, the unmeasured candidate for a better
+# product model (progressive resizing, its short form, was rejected in session 20); about 3 h on this CPU
+$PY train.py recipe=unet_effnet_ds fold=0 epochs=64 image_size=512 crop_size=384 val_every=4 \
+  folds_file=runs/folds/dsmlr-carparts-c8fe9fab-k5-s0.json name=unet_effnet_ds_e64_512 2>&1 | log unet_effnet_ds_e64_512
+fold0_vs_twin unet_effnet_ds_e64_512 unet_effnet_ds_e64_s1
