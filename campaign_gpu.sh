@@ -31,8 +31,8 @@ KD_TARGETS=${KD_TARGETS:-online} # online: the teacher runs on each augmented st
 S_COST=${S_COST:-2.5}            # a student epoch (3 processes at once, one on 400 images, online teacher) in teacher epochs
 S_START=${S_START:-60}           # seconds a distill.py spends before its first epoch (the teaching ensemble's report, CPU
                                  # work). Session 20 measured 100-140 s on the H200 machine with the post-processing choice
-                                 # in it; since session 21 it is skipped here (postprocess=false) and made afterwards on
-                                 # the CPU from the returned fold-0 student: distill.py --postprocess (docs/campaign2.md).
+                                 # in it; since session 21 the students skip it (postprocess=false) and phase C makes it
+                                 # last, beside the GPU timing: distill.py --postprocess (docs/campaign2.md).
                                  # On this 2-core CPU at 384 px the skip took a report from 62.6 to 27.6 s (session 21)
 export PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1 NO_ALBUMENTATIONS_UPDATE=1 OMP_WAIT_POLICY=PASSIVE
 mkdir -p "$OUT" runs/logs

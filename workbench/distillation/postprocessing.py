@@ -10,6 +10,7 @@ import cv2
 import numpy as np
 
 from ..core.console import console
+from ..models.modelfile import default_postprocessing
 from ..evaluation.metrics import confusion_matrix, iou_per_class, mean_iou
 from ..inference.postprocess import merge_exclusive, postprocess, suppress_small_components
 from .ensemble import OOFSet, evaluate_mix, iou_row, mix
@@ -175,8 +176,7 @@ def unchosen_postprocessing() -> dict:
     GPU lent for minutes, where the choice would run on the CPU): a new model's defaults (flip TTA
     on, no exclusive groups, no cleanup) and no ablation. ``distill.py --postprocess FILE RUN...``
     chooses later, on OOF runs of the file's recipe."""
-    return {"tta": {"hflip": True, "scales": [1.0]}, "exclusive": [],
-            "cleanup": {"enabled": False, "min_area": {}}, "ablation": {}}
+    return {**default_postprocessing(), "ablation": {}}
 
 
 def describe_postprocessing(post: dict, chosen_on: str) -> str:

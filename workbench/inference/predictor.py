@@ -30,11 +30,11 @@ from ..data.preprocess import to_tensor
 from ..data.resize import resize_rgb
 from ..exceptions import ModelFileError
 from ..models.fusion import fuse_conv_bn
-from ..models.modelfile import load_model
+from ..models.modelfile import default_postprocessing, load_model
 from . import tta as _tta  # _tta.flip_tta: the one flip-TTA forward
 from .postprocess import exclusive_by_index, min_area_by_index, postprocess, probs_to_labels
 
-TTA_DEFAULTS = {"hflip": True, "scales": [1.0]}
+TTA_DEFAULTS = default_postprocessing()["tta"]
 SIZE_MULTIPLE = 32  # smp encoders downsample 5 times: extra TTA scales are rounded to a multiple of 32
 
 

@@ -25,6 +25,12 @@ from .metadata import REQUIRED, validate_metadata
 META_KEY = "carparts"
 
 
+def default_postprocessing() -> dict:
+    """A new model file's post-processing until one is chosen on OOF predictions: flip TTA on at one
+    scale, no exclusive part groups, no cleanup (a fresh copy each call)."""
+    return {"tta": {"hflip": True, "scales": [1.0]}, "exclusive": [], "cleanup": {"enabled": False, "min_area": {}}}
+
+
 def model_metadata(cfg: dict, schema: ClassSchema) -> dict:
     """The metadata a training run writes for its model: what inference needs (architecture,
     encoder, schema, input size, normalisation, TTA and cleanup settings) and where it came from."""
@@ -34,7 +40,7 @@ def model_metadata(cfg: dict, schema: ClassSchema) -> dict:
         "schema": schema.to_dict(),
         "input_size": [cfg["image_size"], cfg["image_size"]],
         "normalization": normalization_meta(cfg["normalization"]), "resize": "squash",
-        "tta": {"hflip": True, "scales": [1.0]}, "cleanup": {"enabled": False, "min_area": {}},
+        **{k: v for k, v in default_postprocessing().items() if k != "exclusive"},
         "name": cfg["name"], "family": cfg["family"], "fold": cfg["fold"], "recipe": cfg,
     }
 
